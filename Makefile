@@ -1,0 +1,29 @@
+# Quick start: `make demo` and `make test`; each sets up .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of PyTorch for this machine; GPU users: `make setup TORCH=` after installing their own build into .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+DEMO_STEPS ?= 200
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/vectorpose synth $(DEMO_DIR)/data --cases 20 --overwrite
+	$(BIN)/vectorpose pretrain $(DEMO_DIR)/data --out $(DEMO_DIR)/pretrain --steps $(DEMO_STEPS) --cache $(DEMO_DIR)/cache --overwrite
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,136 @@
+"""The ``vectorpose`` command line: parses options, calls the library, prints errors as one line."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import DatasetError, VectorPoseError
+
+
+def _floats(text: str, n: int | None = None) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if n is not None and len(values) != n:
+        raise click.BadParameter(f"expected {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="vectorpose")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """VectorPOSE: spatially-aware self-supervised pretraining of 3D segmentation networks."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--cases", default=20, show_default=True, help="Number of synthetic cases.")
+@click.option("--seed", default=0, show_default=True, help="Generator seed.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it already holds files.")
+def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
+    """Write the built-in synthetic dataset (MSD layout) to OUT."""
+    from .data.synthetic import make_synthetic_dataset
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise VectorPoseError(f"{out}: already holds files; pass --overwrite to replace them")
+    path = make_synthetic_dataset(out, num_cases=cases, seed=seed, overwrite=overwrite)
+    click.echo(f"wrote {cases} synthetic cases to {path}")
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--method", default="vectorpose", show_default=True, help="Pretext method: vectorpose, vp or bfr.")
+@click.option("--steps", default=2000, show_default=True, help="Optimisation steps.")
+@click.option("--patch", default=32, show_default=True, help="Patch side P (crops are resized to P^3).")
+@click.option("--batch", default=4, show_default=True, help="Crops per step.")
+@click.option("--lr", default=1e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
+@click.option("--seed", default=0, show_default=True, help="Seed of weights and of the crop stream.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
+@click.option("--channels", default="16,32,64,128,256", show_default=True, help="Backbone channels per level.")
+@click.option("--scale-range", default="0.5,1.5", show_default=True, help="Crop scale range s_min,s_max.")
+@click.option("--vp-weight", type=float, default=None, help="Weight of the vector loss.")
+@click.option("--rec-weight", type=float, default=None, help="Weight of the reconstruction loss.")
+@click.option("--boundary-weight", type=float, default=None, help="Weight of the boundary loss.")
+@click.option("--log-every", default=10, show_default=True, help="Steps between log rows.")
+@click.option("--checkpoint-every", default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder [$VECTORPOSE_CACHE or ~/.cache/vectorpose].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
+@click.option("--skip-bad", is_flag=True, help="Leave out unreadable scans (named) instead of stopping.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: int, lr: float, seed: int, device: str, workers: int,
+             modality: str | None, channels: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
+             boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
+             overwrite: bool, skip_bad: bool, quiet: bool) -> None:
+    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files)."""
+    from .models.backbone import BackboneConfig
+    from .pretext.sample import PretextConfig
+    from .training.pretrain import PretrainConfig, pretrain as run_pretrain
+
+    chans = _ints(channels)
+    weights = {k: v for k, v in (("vp", vp_weight), ("rec", rec_weight), ("boundary", boundary_weight)) if v is not None}
+    try:
+        config = PretrainConfig(
+            method=method, steps=steps, batch_size=batch, lr=lr, seed=seed, device=device, workers=workers,
+            log_every=log_every, checkpoint_every=checkpoint_every, loss_weights=weights or None,
+            backbone=BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1)),
+            pretext=PretextConfig(patch_size=patch, scale_range=_floats(scale_range, 2)),  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
+                          skip_bad=skip_bad, progress=not quiet)
+    final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
+    click.echo(f"pretrained model written to {result.model_path} ({final})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 1 (2 for usage errors)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="vectorpose", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except DatasetError as exc:
+        if debug:
+            traceback.print_exc()
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(1)
+    except (VectorPoseError, FileExistsError) as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # an unexpected failure still ends in one line unless --debug
+        if debug:
+            raise
+        click.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

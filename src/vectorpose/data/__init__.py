@@ -1,0 +1,1 @@
+"""Reading scans, dataset folders, intensity normalisation, the preprocessing cache and synthetic data."""

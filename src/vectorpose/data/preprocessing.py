@@ -1,0 +1,269 @@
+"""Intensity normalisation by modality and a content-keyed preprocessing cache.
+
+CT: clip to a Hounsfield window, then scale the window to [0, 1]. MRI (and any modality without a
+calibrated scale): clip to robust percentiles, then z-score. Preprocessed volumes are stored as
+``.npy`` files in RAS+ order and read back by memory map, so a second run starts at once and
+worker processes share pages instead of copying arrays. The cache key hashes the source file's
+bytes together with the preprocessing settings: a changed file or a changed setting never reuses a
+stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, DatasetError
+from ..utils.files import atomic_write, write_json
+from .datasets import Case, Dataset, normalise_modality
+from .io import ImageGeometry, load_nifti
+
+# bump when the meaning of a cached array changes
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """How raw intensities become network inputs; travels inside every model's metadata."""
+
+    modality: str = "MRI"
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    mri_percentiles: tuple[float, float] = (0.5, 99.5)
+    orientation: str = "RAS"
+
+    def __post_init__(self):
+        object.__setattr__(self, "modality", normalise_modality(self.modality))
+        lo, hi = self.ct_window
+        if not lo < hi:
+            raise ValueError(f"ct_window must be (low, high) with low < high, got {self.ct_window}")
+        plo, phi = self.mri_percentiles
+        if not 0.0 <= plo < phi <= 100.0:
+            raise ValueError(f"mri_percentiles must satisfy 0 <= low < high <= 100, got {self.mri_percentiles}")
+        if self.orientation != "RAS":
+            raise ValueError(f"only RAS orientation is supported, got {self.orientation!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> PreprocessingConfig:
+        return cls(
+            modality=str(d["modality"]),
+            ct_window=tuple(float(v) for v in d["ct_window"]),  # type: ignore[arg-type]
+            mri_percentiles=tuple(float(v) for v in d["mri_percentiles"]),  # type: ignore[arg-type]
+            orientation=str(d["orientation"]),
+        )
+
+
+def normalise_intensity(image: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
+    """Return ``image`` (any real dtype, any shape) normalised as float32.
+
+    Raises:
+        ValueError: non-finite values, or a constant image (nothing to normalise).
+    """
+    x = np.asarray(image, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{int(np.size(x) - np.isfinite(x).sum())} voxels are NaN or infinite")
+    if x.size == 0 or x.min() == x.max():
+        raise ValueError("constant intensity: nothing to normalise")
+    if config.modality == "CT":
+        lo, hi = config.ct_window
+        return ((np.clip(x, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    lo, hi = np.percentile(x, config.mri_percentiles)
+    clipped = np.clip(x, lo, hi)
+    std = clipped.std()
+    if not hi > lo or std == 0.0:
+        raise ValueError("constant intensity: nothing to normalise")
+    return ((clipped - clipped.mean()) / std).astype(np.float32)
+
+
+def label_to_uint8(label: np.ndarray) -> np.ndarray:
+    """Round a label map (integer or float-stored) to uint8; reject non-integral or out-of-range values."""
+    x = np.asarray(label)
+    if x.dtype.kind == "f":
+        if not np.all(np.isfinite(x)):
+            raise ValueError("label map holds NaN or infinite values")
+        rounded = np.rint(x)
+        if np.abs(x - rounded).max(initial=0.0) > 1e-3:
+            raise ValueError("label map holds non-integer values")
+        x = rounded
+    if x.min(initial=0) < 0 or x.max(initial=0) > 255:
+        raise ValueError(f"label values must lie in 0..255, found {x.min()}..{x.max()}")
+    return x.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class PreprocessedVolume:
+    """A cached, normalised RAS+ volume (and its label map), opened lazily by memory map.
+
+    ``intensity_range`` is the (min, max) of the normalised image: pretext tasks map it to [0, 1].
+    Only paths are pickled, so worker processes open their own memory maps.
+    """
+
+    case_id: str
+    source: Path
+    image_path: Path
+    geometry: ImageGeometry
+    intensity_range: tuple[float, float]
+    label_path: Path | None = None
+    source_label: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.geometry.canonical_shape
+
+    def image(self) -> np.ndarray:
+        return np.load(self.image_path, mmap_mode="r")
+
+    def label(self) -> np.ndarray:
+        if self.label_path is None:
+            raise DataError(self.source, "this case has no label map")
+        return np.load(self.label_path, mmap_mode="r")
+
+
+def default_cache_dir() -> Path:
+    """``$VECTORPOSE_CACHE``, else ``$XDG_CACHE_HOME/vectorpose``, else ``~/.cache/vectorpose``."""
+    if os.environ.get("VECTORPOSE_CACHE"):
+        return Path(os.environ["VECTORPOSE_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vectorpose"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digest(path: Path) -> str:
+    try:
+        return file_digest(path)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except OSError as exc:
+        raise DataError(path, f"unreadable ({exc.strerror or exc})") from None
+
+
+def _check_label_geometry(case: Case, image: ImageGeometry, label: ImageGeometry) -> None:
+    if label.shape != image.shape:
+        raise DataError(case.label, f"label shape {label.shape} differs from image shape {image.shape} ({case.image})")
+    if not np.allclose(label.affine, image.affine, atol=1e-3):
+        raise DataError(case.label, f"label affine differs from the affine of {case.image}")
+
+
+def _cache_key(source_digest: str, role: str, settings: dict) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "role": role, "source": source_digest, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+    atomic_write(path, write)
+
+
+def _cached_entry(cache_dir: Path, key: str) -> dict | None:
+    meta_path = cache_dir / f"{key}.json"
+    if not (meta_path.is_file() and (cache_dir / f"{key}.npy").is_file()):
+        return None
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Path | None = None) -> PreprocessedVolume:
+    """Normalise one case (and check its label map), or reuse the cached result.
+
+    Raises:
+        DataError: the image or label cannot be read, is not 3D, holds NaN/inf or constant values,
+        or the label map's shape, affine or values disagree with the image.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    image_key = _cache_key(_digest(case.image), "image", config.to_json())
+    label_key = _cache_key(_digest(case.label), "label", {}) if case.label is not None else None
+
+    entry = _cached_entry(cache_dir, image_key)
+    label_entry = _cached_entry(cache_dir, label_key) if label_key else None
+    if entry is None or (label_key and label_entry is None):
+        entry = _build_entry(case, config, cache_dir, image_key, label_key)
+    elif label_entry is not None:
+        # both were cached, perhaps from other pairings: the pair itself must still agree
+        assert case.label is not None
+        _check_label_geometry(case, ImageGeometry.from_json(entry["geometry"]), ImageGeometry.from_json(label_entry["geometry"]))
+    return PreprocessedVolume(
+        case_id=case.case_id,
+        source=case.image,
+        image_path=cache_dir / f"{image_key}.npy",
+        geometry=ImageGeometry.from_json(entry["geometry"]),
+        intensity_range=(float(entry["min"]), float(entry["max"])),
+        label_path=cache_dir / f"{label_key}.npy" if label_key else None,
+        source_label=case.label,
+    )
+
+
+def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image_key: str, label_key: str | None) -> dict:
+    raw, geometry = load_nifti(case.image)
+    try:
+        image = normalise_intensity(raw, config)
+    except ValueError as exc:
+        raise DataError(case.image, str(exc)) from None
+    if label_key is not None:
+        assert case.label is not None
+        raw_label, label_geometry = load_nifti(case.label)
+        _check_label_geometry(case, geometry, label_geometry)
+        try:
+            label = label_to_uint8(raw_label)
+        except ValueError as exc:
+            raise DataError(case.label, str(exc)) from None
+        _save_array(cache_dir / f"{label_key}.npy", label)
+        write_json(cache_dir / f"{label_key}.json", {"source": str(case.label), "geometry": label_geometry.to_json()})
+    _save_array(cache_dir / f"{image_key}.npy", image)
+    entry = {
+        "source": str(case.image),
+        "geometry": geometry.to_json(),
+        "min": float(image.min()),
+        "max": float(image.max()),
+        "preprocessing": config.to_json(),
+    }
+    # the sidecar is written last: its presence marks a complete entry
+    write_json(cache_dir / f"{image_key}.json", entry)
+    return entry
+
+
+def preprocess_dataset(
+    dataset: Dataset,
+    config: PreprocessingConfig,
+    cache_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    progress: bool = False,
+) -> tuple[list[PreprocessedVolume], list[DataError]]:
+    """Preprocess every case up front, so bad files surface before training starts.
+
+    Returns ``(volumes, skipped)``. Every problem is collected; unless ``skip_bad`` they are raised
+    together as one :class:`DatasetError`.
+    """
+    from tqdm.auto import tqdm
+
+    volumes: list[PreprocessedVolume] = []
+    problems: list[DataError] = []
+    for case in tqdm(dataset.cases, desc="preprocess", unit="scan", disable=not progress, leave=False):
+        try:
+            volumes.append(preprocess_case(case, config, cache_dir))
+        except DataError as err:
+            problems.append(err)
+    if problems and not skip_bad:
+        raise DatasetError(problems)
+    if not volumes:
+        raise DataError(dataset.root, "no usable scan left")
+    return volumes, problems

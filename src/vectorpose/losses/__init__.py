@@ -1,0 +1,1 @@
+"""Loss functions of the pretext tasks (and, later, of segmentation)."""

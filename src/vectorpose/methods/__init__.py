@@ -1,0 +1,9 @@
+"""Pretraining methods: each composes pretext heads and losses; one file per method family.
+
+A new method is a new module here that calls :func:`register`.
+"""
+
+from .base import METHODS, PretextMethod, get_method, register
+from . import vectorpose  # noqa: F401  (registers vectorpose, vp, bfr)
+
+__all__ = ["METHODS", "PretextMethod", "get_method", "register"]

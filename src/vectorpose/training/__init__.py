@@ -1,0 +1,1 @@
+"""Training loops and the safe file formats they write."""

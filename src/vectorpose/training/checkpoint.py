@@ -1,0 +1,151 @@
+"""Model files and resume state in formats that cannot run code when loaded.
+
+A model is ``model.safetensors`` (tensors only) plus ``model.json`` (metadata, validated before it
+is trusted). Resume state is a ``torch.save`` file of tensors and plain Python values, read back only
+with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. Every file is
+written to a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..errors import VectorPoseError
+from ..utils.files import atomic_write, write_json
+
+MODEL_FILE = "model.safetensors"
+METADATA_FILE = "model.json"
+RESUME_FILE = "resume.pt"
+FORMAT = "vectorpose-model"
+FORMAT_VERSION = 1
+
+# key -> accepted types; validated before anything in the metadata is used
+METADATA_SCHEMA: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "format_version": (int,),
+    "task": (str,),
+    "method": (str,),
+    "backbone": (dict,),
+    "heads": (dict,),
+    "patch_size": (int,),
+    "preprocessing": (dict,),
+    "step": (int,),
+    "versions": (dict,),
+    "created": (str,),
+}
+OPTIONAL_METADATA: dict[str, tuple[type, ...]] = {
+    "loss_weights": (dict,),
+    "pretext": (dict,),
+    "num_classes": (int,),
+    "labels": (dict,),
+}
+
+
+class CheckpointError(VectorPoseError):
+    """A model or resume file that is missing, unsafe or inconsistent."""
+
+
+def versions() -> dict[str, str]:
+    import monai
+
+    return {"vectorpose": __version__, "torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version()}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def validate_metadata(meta: object, source: Path) -> dict:
+    """Check keys and types of model metadata; raise :class:`CheckpointError` naming ``source``."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: metadata is not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not a VectorPOSE model file (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{source}: unsupported format_version {meta.get('format_version')!r} (this version reads {FORMAT_VERSION})")
+    for key, types in METADATA_SCHEMA.items():
+        if key not in meta:
+            raise CheckpointError(f"{source}: metadata lacks {key!r}")
+        if not isinstance(meta[key], types) or isinstance(meta[key], bool) and bool not in types:
+            raise CheckpointError(f"{source}: metadata {key!r} has the wrong type ({type(meta[key]).__name__})")
+    unknown = set(meta) - set(METADATA_SCHEMA) - set(OPTIONAL_METADATA)
+    if unknown:
+        raise CheckpointError(f"{source}: metadata has unknown keys {sorted(unknown)}")
+    for key, types in OPTIONAL_METADATA.items():
+        if key in meta and not isinstance(meta[key], types):
+            raise CheckpointError(f"{source}: metadata {key!r} has the wrong type ({type(meta[key]).__name__})")
+    return meta
+
+
+def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Write ``model.safetensors`` then ``model.json`` into ``directory``; returns the weights path."""
+    directory = Path(directory)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
+    meta.setdefault("versions", versions())
+    meta.setdefault("created", now_iso())
+    validate_metadata(meta, directory / METADATA_FILE)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    weights = atomic_write(directory / MODEL_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
+    write_json(directory / METADATA_FILE, meta)
+    return weights
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, metadata)`` for a run folder, a ``.safetensors`` file or its ``.json`` file."""
+    path = Path(path)
+    if path.is_dir():
+        return path / MODEL_FILE, path / METADATA_FILE
+    if path.suffix == ".json":
+        return path.with_suffix(".safetensors"), path
+    return path, path.with_suffix(".json")
+
+
+def load_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read weights and validated metadata; never unpickles anything.
+
+    Raises:
+        CheckpointError: missing files, a file that is not safetensors (a pickle, say), or metadata
+        that fails validation.
+    """
+    weights, meta_path = model_paths(path)
+    for p in (weights, meta_path):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: model file not found")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable model metadata ({exc})") from None
+    validate_metadata(meta, meta_path)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: not a valid safetensors file ({exc})") from None
+    return state, meta
+
+
+def save_resume_state(path: str | Path, state: dict) -> Path:
+    """Atomically ``torch.save`` a dict of tensors and plain values (optimizer, scheduler, RNG, step)."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_resume_state(path: str | Path) -> dict:
+    """Read resume state with ``weights_only=True``: a file holding arbitrary objects is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: resume state not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused or unreadable resume state ({first})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path}: not a VectorPOSE resume state")
+    return state

@@ -1,0 +1,305 @@
+"""The pretraining loop: a pretext method on crops of unlabelled scans, with safe checkpoints.
+
+Writes into the run folder: ``config.json`` (everything needed to rerun), ``model.safetensors`` +
+``model.json``, ``resume.pt`` (optimizer, scheduler, RNG, step), ``metrics.jsonl`` and TensorBoard
+events under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.datasets import load_dataset
+from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
+from ..errors import DataError, VectorPoseError
+from ..methods import PretextMethod, get_method
+from ..models.backbone import BackboneConfig
+from ..models.pretext_network import PretextNetwork
+from ..pretext.sample import PretextConfig
+from ..utils.files import write_json
+from .checkpoint import RESUME_FILE, load_model, load_resume_state, save_model, save_resume_state
+from .pretext_data import PretextDataset
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Every setting of a pretraining run; saved as ``config.json`` in the run folder."""
+
+    method: str = "vectorpose"
+    steps: int = 2000
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 250
+    loss_weights: dict[str, float] | None = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pretext: PretextConfig = field(default_factory=PretextConfig)
+
+    def __post_init__(self):
+        get_method(self.method)
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.pretext.patch_size % self.backbone.size_divisor:
+            raise ValueError(
+                f"patch size {self.pretext.patch_size} must be a multiple of {self.backbone.size_divisor} (the product of the backbone's strides)"
+            )
+        self.build_method()
+
+    def build_method(self) -> PretextMethod:
+        """The method with ``loss_weights`` applied (only to terms the method has)."""
+        method = get_method(self.method)
+        if not self.loss_weights:
+            return method
+        fields = {"vp": "vector_weight", "rec": "reconstruction_weight", "boundary": "boundary_weight"}
+        changes = {}
+        for key, value in self.loss_weights.items():
+            if key not in fields:
+                raise ValueError(f"unknown loss weight {key!r}; use {', '.join(fields)}")
+            if getattr(method, fields[key]) == 0:
+                raise ValueError(f"method {method.name!r} has no {key!r} term to weight")
+            changes[fields[key]] = float(value)
+        return replace(method, **changes)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["backbone"] = self.backbone.to_json()
+        d["pretext"] = self.pretext.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> PretrainConfig:
+        d = dict(d)
+        d["backbone"] = BackboneConfig.from_json(d["backbone"])
+        d["pretext"] = PretextConfig.from_json(d["pretext"])
+        return cls(**d)
+
+
+@dataclass
+class PretrainResult:
+    network: PretextNetwork
+    run_dir: Path
+    model_path: Path
+    last_metrics: dict
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VectorPoseError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless resuming or told to overwrite; changes nothing on disk."""
+    if resume and overwrite:
+        raise VectorPoseError("--resume and --overwrite contradict each other: choose one")
+    if out.exists() and not out.is_dir():
+        raise VectorPoseError(f"{out}: exists and is not a folder")
+    if resume:
+        for name in (RESUME_FILE, CONFIG_FILE):
+            if not (out / name).is_file():
+                raise VectorPoseError(f"{out}: nothing to resume (no {name})")
+    elif out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise VectorPoseError(f"{out}: already holds results; pass --resume to continue the run or --overwrite to replace it")
+
+
+def create_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Called once the data is known to be good, so a bad dataset never costs the old run."""
+    if overwrite and not resume and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def model_metadata(config: PretrainConfig, method: PretextMethod, preprocessing: PreprocessingConfig, step: int) -> dict:
+    return {
+        "task": "pretext",
+        "method": method.name,
+        "loss_weights": {"vp": method.vector_weight, "rec": method.reconstruction_weight, "boundary": method.boundary_weight},
+        "backbone": config.backbone.to_json(),
+        "heads": {"vector": method.vector_weight > 0, "restoration": method.reconstruction_weight > 0, "boundary": method.boundary_weight > 0},
+        "patch_size": config.pretext.patch_size,
+        "pretext": config.pretext.to_json(),
+        "preprocessing": preprocessing.to_json(),
+        "step": step,
+    }
+
+
+def load_pretext_network(path: str | Path) -> tuple[PretextNetwork, dict]:
+    """Rebuild a pretraining network from a run folder or model file; returns ``(network, metadata)``."""
+    from .checkpoint import CheckpointError
+
+    state, meta = load_model(path)
+    if meta["task"] != "pretext":
+        raise CheckpointError(f"{path}: a {meta['task']!r} model, not a pretraining model")
+    heads = meta["heads"]
+    network = PretextNetwork(BackboneConfig.from_json(meta["backbone"]), bool(heads.get("vector")), bool(heads.get("restoration")), bool(heads.get("boundary")))
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
+    network.eval()
+    return network, meta
+
+
+class _Logs:
+    """JSON-lines and TensorBoard logs; on resume, rows past the resumed step are dropped."""
+
+    def __init__(self, run_dir: Path, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run_dir / METRICS_FILE
+        if start_step > 0 and self.path.is_file():
+            rows = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= start_step]
+            self.path.write_text("".join(r + "\n" for r in rows))
+        self.file = open(self.path, "a")
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for key, value in row.items():
+            if key != "step":
+                self.writer.add_scalar(("loss/" if key in _LOSS_KEYS else "train/") + key, value, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()
+
+
+_LOSS_KEYS = {"total", "vp", "vp_r", "vp_theta", "vp_phi", "rec", "boundary"}
+
+
+def pretrain(
+    data: str | Path,
+    out: str | Path,
+    config: PretrainConfig = PretrainConfig(),
+    modality: str | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pretrain a backbone on the scans under ``data`` and write the run into ``out``.
+
+    ``modality`` (``CT`` or ``MRI``) overrides ``dataset.json``; one of them must give it. With
+    ``resume`` the run continues from ``out/resume.pt`` with the saved configuration (only ``steps``
+    may grow).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    dataset = load_dataset(data, modality)
+    if dataset.modality is None:
+        raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
+    preprocessing = PreprocessingConfig(modality=dataset.modality)
+
+    check_run_dir(out, resume, overwrite)
+    if resume:
+        saved = PretrainConfig.from_json(json.loads((out / CONFIG_FILE).read_text())["pretrain"])
+        if replace(saved, steps=config.steps) != config:
+            differing = [k for k in config.to_json() if k != "steps" and config.to_json()[k] != saved.to_json()[k]]
+            raise VectorPoseError(f"{out}: --resume with settings that differ from the saved run ({', '.join(differing)})")
+    volumes, skipped = preprocess_dataset(dataset, preprocessing, cache_dir, skip_bad=skip_bad, progress=progress)
+    for problem in skipped:
+        print(f"skipped: {problem}")
+    create_run_dir(out, resume, overwrite)
+    write_json(
+        out / CONFIG_FILE,
+        {"pretrain": config.to_json(), "data": str(Path(data).resolve()), "modality": dataset.modality, "preprocessing": preprocessing.to_json(),
+         "cases": [v.case_id for v in volumes], "skipped": [str(p) for p in skipped]},
+    )
+
+    device = resolve_device(config.device)
+    method = config.build_method()
+    torch.manual_seed(config.seed)
+    network = method.build_network(config.backbone).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    start = 0
+    if resume:
+        state = load_resume_state(out / RESUME_FILE)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scheduler.T_max = config.steps
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+
+    loader = DataLoader(
+        PretextDataset(volumes, config.pretext, config.seed),
+        batch_size=config.batch_size,
+        sampler=range(start * config.batch_size, config.steps * config.batch_size),
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+    def checkpoint(step: int) -> Path:
+        path = save_model(out, network.state_dict(), model_metadata(config, method, preprocessing, step))
+        save_resume_state(
+            out / RESUME_FILE,
+            {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state()},
+        )
+        return path
+
+    logs = _Logs(out, start)
+    bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {method.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    sums: dict[str, float] = {}
+    count, tic, t0 = 0, time.perf_counter(), time.perf_counter()
+    last: dict = {}
+    model_path = out / "model.safetensors"
+    network.train()
+    try:
+        for step, batch in enumerate(loader, start=start + 1):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            terms = method.losses(network(batch["input"]), batch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            values = {k: v.item() for k, v in terms.items()}
+            if not math.isfinite(values["total"]):
+                raise VectorPoseError(f"loss became {values['total']} at step {step}; lower --lr")
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                elapsed = time.perf_counter() - tic
+                last = {"step": step, **{k: v / count for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
+                        "crops_per_s": count * config.batch_size / elapsed, "elapsed_s": time.perf_counter() - t0}
+                logs.write(last)
+                bar.set_postfix({k: f"{last[k]:.3f}" for k in ("vp", "rec", "boundary") if k in last} | {"crops/s": f"{last['crops_per_s']:.1f}"})
+                sums, count, tic = {}, 0, time.perf_counter()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                model_path = checkpoint(step)
+    finally:
+        bar.close()
+        logs.close()
+    network.eval()
+    return PretrainResult(network=network, run_dir=out, model_path=model_path, last_metrics=last)

@@ -1,0 +1,217 @@
+"""The command line end to end: real pretraining runs, reload checks, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from vectorpose.cli import main
+from vectorpose.training.checkpoint import load_resume_state
+from vectorpose.training.pretrain import load_pretext_network
+
+FAST = ["--steps", "3", "--batch", "2", "--patch", "16", "--channels", "4,8,16", "--log-every", "1", "--quiet"]
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def assert_reload_gives_same_outputs(run_dir: Path, patch: int = 16) -> None:
+    """The safetensors model, rebuilt from its metadata alone, equals the weights in the resume state."""
+    network, meta = load_pretext_network(run_dir)
+    reference, _ = load_pretext_network(run_dir)
+    reference.load_state_dict(load_resume_state(run_dir / "resume.pt")["network"])
+    x = torch.randn(2, 1, patch, patch, patch, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = network(x), reference(x)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert meta["step"] == 3
+
+
+def test_pretrain_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST], capsys)
+    assert code == 0, err
+    assert f"pretrained model written to {out / 'model.safetensors'}" in stdout
+    assert_reload_gives_same_outputs(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["modality"] == "MRI" and len(config["cases"]) == 6
+    # a second run into the same folder is refused and leaves it untouched
+    before = (out / "model.safetensors").read_bytes()
+    code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST], capsys)
+    assert_one_line_error(code, err, str(out), "--resume", "--overwrite")
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_pretrain_on_real_hippocampus(hippocampus, cache_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(["pretrain", hippocampus, "--out", out, "--cache", cache_dir, *FAST], capsys)
+    assert code == 0, err
+    assert_reload_gives_same_outputs(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["modality"] == "MRI" and len(config["cases"]) == 208
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["total"]) for r in rows)
+
+
+def test_resume_through_cli(synthetic_dataset, cache_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST]
+    assert run(args, capsys)[0] == 0
+    code, _, err = run([*args, "--resume", "--steps", "5"], capsys)
+    assert code == 0, err
+    assert load_resume_state(out / "resume.pt")["step"] == 5
+
+
+def write(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return path
+
+
+def msd(root: Path, images: dict[str, np.ndarray], listed: list[str] | None = None) -> Path:
+    for name, array in images.items():
+        write(root / "imagesTr" / name, array)
+    names = listed if listed is not None else list(images)
+    meta = {"modality": {"0": "MRI"}, "labels": {"0": "background"}, "training": [{"image": f"./imagesTr/{n}"} for n in names]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def good() -> np.ndarray:
+    return np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+
+
+def unreadable(root: Path) -> tuple[Path, Path]:
+    bad = root / "scans" / "broken.nii.gz"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(gzip.compress(b"this is not a nifti header" * 10))
+    write(root / "scans" / "fine.nii.gz", good())
+    return root / "scans", bad
+
+
+def truncated(root: Path) -> tuple[Path, Path]:
+    path = write(root / "scans" / "cut.nii.gz", good())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return root / "scans", path
+
+
+def image_2d(root: Path) -> tuple[Path, Path]:
+    path = write(root / "scans" / "flat.nii.gz", np.zeros((20, 20), dtype=np.float32))
+    return root / "scans", path
+
+
+def image_4d(root: Path) -> tuple[Path, Path]:
+    path = write(root / "scans" / "series.nii.gz", np.zeros((20, 20, 20, 3), dtype=np.float32))
+    return root / "scans", path
+
+
+def empty_folder(root: Path) -> tuple[Path, Path]:
+    (root / "empty").mkdir()
+    return root / "empty", root / "empty"
+
+
+def missing_file(root: Path) -> tuple[Path, Path]:
+    ds = msd(root / "ds", {"a.nii.gz": good()}, listed=["a.nii.gz", "gone.nii.gz"])
+    return ds, ds / "imagesTr" / "gone.nii.gz"
+
+
+def malformed_json(root: Path) -> tuple[Path, Path]:
+    ds = msd(root / "ds", {"a.nii.gz": good()})
+    (ds / "dataset.json").write_text("{not json")
+    return ds, ds / "dataset.json"
+
+
+def nan_image(root: Path) -> tuple[Path, Path]:
+    array = good()
+    array[3, 3, 3] = np.nan
+    return root / "scans", write(root / "scans" / "nan.nii.gz", array)
+
+
+def constant_image(root: Path) -> tuple[Path, Path]:
+    return root / "scans", write(root / "scans" / "flat.nii.gz", np.full((20, 20, 20), 7.0, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "make,problem",
+    [
+        (unreadable, "NIfTI"),
+        (truncated, "unreadable"),
+        (image_2d, "expected a 3D image"),
+        (image_4d, "expected a 3D image"),
+        (empty_folder, "no NIfTI files"),
+        (missing_file, "not found"),
+        (malformed_json, "malformed JSON"),
+        (nan_image, "NaN"),
+        (constant_image, "constant"),
+    ],
+)
+def test_bad_input_gives_one_line_naming_the_file(make, problem, tmp_path, cache_dir, capsys):
+    data, culprit = make(tmp_path)
+    out = tmp_path / "run"
+    code, _, err = run(["pretrain", data, "--out", out, "--cache", cache_dir, "--modality", "MRI", *FAST], capsys)
+    assert_one_line_error(code, err, str(culprit.resolve() if culprit.exists() else culprit), problem)
+    assert not out.exists()  # nothing written at all
+
+
+def test_skip_bad_leaves_out_broken_files(tmp_path, cache_dir, capsys):
+    data, bad = unreadable(tmp_path)
+    code, stdout, err = run(["pretrain", data, "--out", tmp_path / "run", "--cache", cache_dir, "--modality", "MRI", "--skip-bad", *FAST], capsys)
+    assert code == 0, err
+    assert f"skipped: {bad.resolve()}" in stdout
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["cases"] == ["fine"]
+
+
+def test_debug_shows_traceback(tmp_path, cache_dir, capsys):
+    data, _ = empty_folder(tmp_path)
+    code, _, err = run(["--debug", "pretrain", data, "--out", tmp_path / "run", "--cache", cache_dir, *FAST], capsys)
+    assert code == 1 and "Traceback" in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--patch", "18"], "multiple of"),
+        (["--method", "simclr"], "unknown method"),
+        (["--channels", "a,b"], "comma-separated integers"),
+        (["--scale-range", "1.5"], "2 comma-separated"),
+    ],
+)
+def test_bad_options_are_usage_errors(args, message, synthetic_dataset, tmp_path, capsys):
+    code, _, err = run(["pretrain", synthetic_dataset, "--out", tmp_path / "run", *FAST, *args], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_modality_is_required_for_plain_folders(tmp_path, cache_dir, capsys):
+    write(tmp_path / "scans" / "a.nii.gz", good())
+    code, _, err = run(["pretrain", tmp_path / "scans", "--out", tmp_path / "run", "--cache", cache_dir, *FAST], capsys)
+    assert_one_line_error(code, err, "--modality")
+
+
+def test_synth_command(tmp_path, capsys):
+    code, stdout, _ = run(["synth", tmp_path / "d", "--cases", "3"], capsys)
+    assert code == 0 and len(list((tmp_path / "d" / "imagesTr").glob("*.nii.gz"))) == 3
+    code, _, err = run(["synth", tmp_path / "d", "--cases", "3"], capsys)
+    assert_one_line_error(code, err, str(tmp_path / "d"), "--overwrite")

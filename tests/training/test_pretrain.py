@@ -1,0 +1,93 @@
+"""The pretraining loop through the Python API: outputs, reload, resume and the run folder rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vectorpose.errors import VectorPoseError
+from vectorpose.models.backbone import BackboneConfig
+from vectorpose.pretext.sample import PretextConfig
+from vectorpose.training.checkpoint import load_resume_state
+from vectorpose.training.pretrain import PretrainConfig, load_pretext_network, pretrain
+
+TINY = dict(batch_size=2, log_every=2, backbone=BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1), pretext=PretextConfig(patch_size=16))
+
+
+@pytest.mark.parametrize("method", ["vectorpose", "vp", "bfr"])
+def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path, method):
+    out = tmp_path / "run"
+    result = pretrain(synthetic_dataset, out, PretrainConfig(method=method, steps=4, **TINY), cache_dir=cache_dir, progress=False)
+    for name in ("model.safetensors", "model.json", "config.json", "metrics.jsonl", "resume.pt"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    expected_terms = {"vectorpose": {"vp", "rec", "boundary"}, "vp": {"vp"}, "bfr": {"rec", "boundary"}}[method]
+    assert expected_terms <= set(rows[0]) and not ({"vp", "rec", "boundary"} - expected_terms) & set(rows[0])
+
+    reloaded, meta = load_pretext_network(out)
+    assert meta["method"] == method and meta["step"] == 4 and meta["preprocessing"]["modality"] == "MRI"
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        a, b = result.network(x), reloaded(x)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_losses_fall_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path):
+    config = PretrainConfig(steps=60, lr=3e-3, **(TINY | {"log_every": 10, "batch_size": 4}))
+    pretrain(synthetic_dataset, tmp_path / "run", config, cache_dir=cache_dir, progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    print({k: (round(first[k], 4), round(last[k], 4)) for k in ("vp", "rec", "boundary")})
+    assert last["vp"] < 0.9 * first["vp"]
+    assert last["rec"] < first["rec"]
+
+
+def test_resume_continues_to_more_steps(synthetic_dataset, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    pretrain(synthetic_dataset, out, PretrainConfig(steps=2, **TINY), cache_dir=cache_dir, progress=False)
+    with pytest.raises(VectorPoseError, match="already holds results"):
+        pretrain(synthetic_dataset, out, PretrainConfig(steps=4, **TINY), cache_dir=cache_dir, progress=False)
+    with pytest.raises(VectorPoseError, match="differ from the saved run.*lr"):
+        pretrain(synthetic_dataset, out, PretrainConfig(steps=4, lr=0.5, **TINY), cache_dir=cache_dir, resume=True, progress=False)
+    pretrain(synthetic_dataset, out, PretrainConfig(steps=4, **TINY), cache_dir=cache_dir, resume=True, progress=False)
+    assert load_resume_state(out / "resume.pt")["step"] == 4
+    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+
+
+def test_overwrite_replaces_and_resume_needs_state(synthetic_dataset, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("user results")
+    with pytest.raises(VectorPoseError, match="already holds results"):
+        pretrain(synthetic_dataset, out, PretrainConfig(steps=1, **TINY), cache_dir=cache_dir, progress=False)
+    assert (out / "precious.txt").read_text() == "user results"
+    with pytest.raises(VectorPoseError, match="nothing to resume"):
+        pretrain(synthetic_dataset, out, PretrainConfig(steps=1, **TINY), cache_dir=cache_dir, resume=True, progress=False)
+    pretrain(synthetic_dataset, out, PretrainConfig(steps=1, **TINY), cache_dir=cache_dir, overwrite=True, progress=False)
+    assert not (out / "precious.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(method="simclr"), "unknown method"),
+        (dict(steps=0), "steps"),
+        (dict(pretext=PretextConfig(patch_size=18)), "multiple of 4"),
+        (dict(method="vp", loss_weights={"rec": 2.0}), "no 'rec' term"),
+        (dict(device="tpu"), "device"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PretrainConfig(**(TINY | kwargs))
+
+
+def test_config_json_round_trip():
+    config = PretrainConfig(method="bfr", loss_weights={"boundary": 0.5}, **TINY)
+    assert PretrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
