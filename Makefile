@@ -6,7 +6,6 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
-DEMO_STEPS ?= 200
 
 .PHONY: setup demo test clean
 
@@ -19,8 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/vectorpose synth $(DEMO_DIR)/data --cases 20 --overwrite
-	$(BIN)/vectorpose pretrain $(DEMO_DIR)/data --out $(DEMO_DIR)/pretrain --steps $(DEMO_STEPS) --cache $(DEMO_DIR)/cache --overwrite
+	$(BIN)/vectorpose demo $(DEMO_DIR) --overwrite
 
 test: setup
 	$(BIN)/python -m pytest

@@ -103,6 +103,113 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     click.echo(f"pretrained model written to {result.model_path} ({final})")
 
 
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Pretraining run folder or model file (absent: from scratch).")
+@click.option("--transfer", type=click.Choice(["encoder", "all"]), default="encoder", show_default=True,
+              help="What --init loads: encoder (+ bottleneck), or all (encoder and decoder).")
+@click.option("--label-fraction", type=float, default=None, help="Share of the training pool that is labelled [1.0].")
+@click.option("--labeled", "--labelled", "labelled", type=int, default=None, help="Number of labelled training cases (instead of a fraction).")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the test / validation split (keep it fixed across a study).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the labelled subset, the weights and the patch stream.")
+@click.option("--steps", default=1000, show_default=True, help="Optimisation steps.")
+@click.option("--patch", default="auto", show_default=True, help="Patch size X,Y,Z (or one number, or auto).")
+@click.option("--batch", default=4, show_default=True, help="Patches per step.")
+@click.option("--lr", default=2e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
+@click.option("--pretrained-lr-scale", default=1.0, show_default=True, help="Learning-rate factor of the transferred layers.")
+@click.option("--warmup-steps", default=0, show_default=True, help="Steps during which transferred layers stay frozen.")
+@click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
+@click.option("--val-every", default=100, show_default=True, help="Steps between validation rounds.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_fraction: float | None, labelled: int | None, split_seed: int,
+             seed: int, steps: int, patch: str, batch: int, lr: float, pretrained_lr_scale: float, warmup_steps: int, channels: str | None,
+             val_every: int, device: str, workers: int, modality: str | None, cache: Path | None, resume: bool, overwrite: bool,
+             quiet: bool) -> None:
+    """Fine-tune a segmentation network on the labelled cases of DATA (an MSD folder)."""
+    from .models.backbone import BackboneConfig
+    from .training.finetune import FinetuneConfig, finetune as run_finetune
+
+    if label_fraction is not None and labelled is not None:
+        raise click.UsageError("give --label-fraction or --labeled, not both")
+    patch_size = None
+    if patch != "auto":
+        sizes = _ints(patch)
+        patch_size = sizes * 3 if len(sizes) == 1 else sizes
+    backbone = None
+    if channels is not None:
+        chans = _ints(channels)
+        backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
+    try:
+        config = FinetuneConfig(
+            steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed,
+            label_fraction=None if labelled is not None else (label_fraction or 1.0), labelled=labelled,
+            patch_size=patch_size,  # type: ignore[arg-type]
+            backbone=backbone, transfer=transfer, pretrained_lr_scale=pretrained_lr_scale, warmup_steps=warmup_steps,
+            val_every=val_every, device=device, workers=workers,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = run_finetune(data, out, config, init=init, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
+                          progress=not quiet)
+    click.echo(f"fine-tuned on {len(result.split.labelled)} labelled cases; best validation Dice {result.best_dice:.4f} at step "
+               f"{result.best_step}; model written to {out / 'model.safetensors'}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="metrics JSON to write.")
+@click.option("--all", "all_cases", is_flag=True, help="Every labelled case of DATA (an external test set), not the run's test split.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool) -> None:
+    """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference)."""
+    from .inference.evaluate import evaluate as run_evaluate, format_table
+    from .training.run import resolve_device
+
+    result = run_evaluate(model, data, out, all_cases=all_cases, device=str(resolve_device(device)), cache_dir=cache, overwrite=overwrite)
+    click.echo(format_table(result))
+    if out is not None:
+        click.echo(f"metrics written to {out}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace existing label maps.")
+def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool) -> None:
+    """Segment INPUT (a NIfTI file, a folder of them, or a DICOM series folder) into OUTPUT label maps."""
+    from .inference.predictor import predict as run_predict
+    from .training.run import resolve_device
+
+    for path in run_predict(model, input, output, device=str(resolve_device(device)), overwrite=overwrite):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path), default=Path("runs/demo"))
+@click.option("--pretrain-steps", default=200, show_default=True)
+@click.option("--finetune-steps", default=150, show_default=True)
+@click.option("--labeled", "--labelled", "labelled", default=3, show_default=True, help="Labelled training cases.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds an earlier demo.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: Path, pretrain_steps: int, finetune_steps: int, labelled: int, overwrite: bool, quiet: bool) -> None:
+    """The main job on built-in synthetic data: pretrain, fine-tune from scratch and pretrained, compare."""
+    from .demo import run_demo
+
+    run_demo(out, pretrain_steps, finetune_steps, labelled, overwrite=overwrite, progress=not quiet)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 1 (2 for usage errors)."""
     args = sys.argv[1:] if argv is None else argv

@@ -67,18 +67,7 @@ def _as_tuple_matrix(a: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in np.asarray(a, dtype=np.float64))
 
 
-def load_nifti(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
-    """Read a 3D NIfTI file and return its array in RAS+ order and its geometry.
-
-    Returns ``(array, geometry)`` with ``array`` of shape ``geometry.canonical_shape`` in the file's
-    own dtype. A 4D file is accepted only when its extra dimensions have size 1.
-
-    Raises:
-        DataError: the file is missing, unreadable, truncated, not NIfTI or not 3D.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+def _read_nifti(path: Path) -> nib.spatialimages.SpatialImage:
     try:
         img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError:
@@ -87,6 +76,55 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
         raise DataError(path, f"unreadable image ({exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(path, f"not a NIfTI image ({type(img).__name__})")
+    return img
+
+
+def read_dicom_series(folder: Path) -> nib.Nifti1Image:
+    """Read the one DICOM series in ``folder`` (SimpleITK) as an in-memory NIfTI image.
+
+    DICOM geometry is LPS; the NIfTI affine is RAS, so the first two world axes change sign.
+
+    Raises:
+        DataError: no DICOM series, several series (named), or unreadable slices.
+    """
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DataError(folder, "no DICOM series found in this folder")
+    if len(series) > 1:
+        raise DataError(folder, f"{len(series)} DICOM series in one folder ({', '.join(series)}); give one series folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise DataError(folder, f"unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(folder, f"expected a 3D single-channel series, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} components")
+    # SimpleITK arrays are (z, y, x); NIfTI arrays are (i, j, k) = (x, y, z)
+    array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[None, :]
+    affine[:3, 3] = image.GetOrigin()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    return nib.Nifti1Image(array, affine)
+
+
+def read_image(path: str | Path) -> nib.spatialimages.SpatialImage:
+    """A NIfTI file or a DICOM series folder, as a nibabel image in its stored orientation."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    return _read_nifti(path)
+
+
+def to_canonical(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[np.ndarray, ImageGeometry]:
+    """Bring ``img`` (read from ``path``) to RAS+ and describe its geometry; see :func:`load_image`."""
     shape = tuple(int(s) for s in img.shape)
     if len(shape) > 3 and all(s == 1 for s in shape[3:]):
         img = nib.Nifti1Image(np.asanyarray(img.dataobj).reshape(shape[:3]), img.affine, img.header)
@@ -109,3 +147,52 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
         spacing=tuple(float(z) for z in canonical.header.get_zooms()[:3]),  # type: ignore[arg-type]
     )
     return np.asarray(array), geometry
+
+
+def load_image(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
+    """Read a 3D NIfTI file or DICOM series folder; return its RAS+ array and its geometry.
+
+    Returns ``(array, geometry)`` with ``array`` of shape ``geometry.canonical_shape`` in the file's
+    own dtype. A 4D image is accepted only when its extra dimensions have size 1.
+
+    Raises:
+        DataError: the path is missing, unreadable, truncated, not NIfTI/DICOM or not 3D.
+    """
+    path = Path(path)
+    return to_canonical(read_image(path), path)
+
+
+def load_nifti(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
+    """Like :func:`load_image`, for a NIfTI file only (a folder is refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    return to_canonical(_read_nifti(path), path)
+
+
+def from_canonical(array: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """Undo the RAS+ reorientation: a canonical-order array back to the stored voxel order."""
+    stored = nib.orientations.io_orientation(np.asarray(geometry.affine))
+    ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
+    back = nib.orientations.apply_orientation(array, nib.orientations.ornt_transform(ras, stored))
+    if tuple(back.shape) != geometry.shape:
+        raise ValueError(f"array of shape {array.shape} does not fit geometry {geometry.canonical_shape}")
+    return np.ascontiguousarray(back)
+
+
+def save_label_map(path: str | Path, labels: np.ndarray, geometry: ImageGeometry) -> Path:
+    """Write a canonical-order uint8 label map as NIfTI in the input's own shape, affine and orientation."""
+    from ..utils.files import atomic_write
+
+    stored = from_canonical(labels.astype(np.uint8), geometry)
+    img = nib.Nifti1Image(stored, np.asarray(geometry.affine))
+    img.set_data_dtype(np.uint8)
+    img.header.set_xyzt_units("mm")
+    path = Path(path)
+    # the temporary name keeps the suffix so nibabel picks the same (gzip or not) format
+    def write(tmp: Path) -> None:
+        staged = tmp.with_name(tmp.name + "".join(path.suffixes))
+        nib.save(img, str(staged))
+        staged.replace(tmp)
+
+    return atomic_write(path, write)

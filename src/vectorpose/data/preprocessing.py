@@ -48,7 +48,7 @@ class PreprocessingConfig:
             raise ValueError(f"only RAS orientation is supported, got {self.orientation!r}")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, d: dict) -> PreprocessingConfig:

@@ -2,7 +2,9 @@
 
 The layout follows MONAI's ``UNet`` (residual units, strided convolutions down, transposed
 convolutions up, the first unit already strided so no convolution runs at full resolution before
-the last decoder level; this keeps it fast on a CPU). Unlike MONAI's recursive ``UNet`` it names its
+the last decoder level; this keeps it fast on a CPU). The last decoder level is a transposed
+convolution alone: a residual unit there would run at full resolution, where it costs the most
+(``benchmarks/backbone_speed.py`` measures both layouts). Unlike MONAI's recursive ``UNet`` it names its
 parts ``encoder.*``, ``bottleneck.*`` and ``decoder.*`` and returns the coarse features that the
 Vector Prediction head pools, and it leaves the final 1×1×1 output layer to the task head, so that
 pretrained weights transfer one to one into the segmentation network (Zhang et al., ISBI 2023).
@@ -107,7 +109,7 @@ class UNetBackbone(nn.Module):
         decoder = []
         for i in range(len(s)):
             below = c[-1] if i == len(s) - 1 else dec_out[i + 1]
-            decoder.append(self._up(below + c[i], dec_out[i], s[i], norm))
+            decoder.append(self._up(below + c[i], dec_out[i], s[i], norm, full_resolution=i == 0))
         self.decoder = nn.ModuleList(decoder)
 
     def _unit(self, cin: int, cout: int, stride: int, norm: str) -> nn.Module:
@@ -115,9 +117,9 @@ class UNetBackbone(nn.Module):
             return ResidualUnit(3, cin, cout, strides=stride, subunits=self.config.num_res_units, norm=norm, dropout=self.config.dropout)
         return Convolution(3, cin, cout, strides=stride, norm=norm, dropout=self.config.dropout)
 
-    def _up(self, cin: int, cout: int, stride: int, norm: str) -> nn.Module:
+    def _up(self, cin: int, cout: int, stride: int, norm: str, full_resolution: bool) -> nn.Module:
         up = Convolution(3, cin, cout, strides=stride, is_transposed=True, norm=norm, dropout=self.config.dropout)
-        if self.config.num_res_units == 0:
+        if self.config.num_res_units == 0 or full_resolution:
             return up
         return nn.Sequential(up, ResidualUnit(3, cout, cout, strides=1, subunits=1, norm=norm, dropout=self.config.dropout))
 

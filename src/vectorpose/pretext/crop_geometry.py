@@ -77,6 +77,25 @@ def sample_crop_geometry(
     return CropGeometry(tuple(int(s) for s in volume_shape), tuple(lo), side, patch_size, scale)  # type: ignore[arg-type]
 
 
+def crop_box(volume: np.ndarray, lo, size, pad_value: float, dtype=None) -> np.ndarray:
+    """The box ``[lo, lo + size)`` of the last three axes of ``volume``; outside parts hold ``pad_value``.
+
+    ``lo`` may be negative and the box may extend past the volume. Only the overlapping part is read,
+    so a memory-mapped volume loads just that region.
+    """
+    spatial = volume.shape[-3:]
+    out = np.full((*volume.shape[:-3], *size), pad_value, dtype=dtype or volume.dtype)
+    src, dst = [], []
+    for l, n, s in zip(lo, size, spatial):
+        a, b = max(int(l), 0), min(int(l) + int(n), s)
+        if b <= a:
+            return out  # no overlap at all
+        src.append(slice(a, b))
+        dst.append(slice(a - int(l), b - int(l)))
+    out[(..., *dst)] = volume[(..., *src)]
+    return out
+
+
 def extract_crop(volume: np.ndarray, geometry: CropGeometry, pad_value: float) -> torch.Tensor:
     """Cut the crop out of ``volume`` and resize it trilinearly to ``P^3``.
 
@@ -93,15 +112,8 @@ def extract_crop(volume: np.ndarray, geometry: CropGeometry, pad_value: float) -
     vol = volume[None] if volume.ndim == 3 else volume
     if tuple(vol.shape[1:]) != geometry.volume_shape:
         raise ValueError(f"volume shape {tuple(vol.shape[1:])} differs from the geometry's {geometry.volume_shape}")
-    L = geometry.side
-    crop = np.full((vol.shape[0], L, L, L), pad_value, dtype=np.float32)
-    src, dst = [], []
-    for lo, s in zip(geometry.lo, geometry.volume_shape):
-        a, b = max(lo, 0), min(lo + L, s)
-        src.append(slice(a, b))
-        dst.append(slice(a - lo, b - lo))
-    crop[(slice(None), *dst)] = vol[(slice(None), *src)]
+    crop = crop_box(vol, geometry.lo, (geometry.side,) * 3, pad_value, np.float32)
     patch = torch.from_numpy(crop)
-    if L != geometry.patch_size:
+    if geometry.side != geometry.patch_size:
         patch = F.interpolate(patch[None], size=(geometry.patch_size,) * 3, mode="trilinear", align_corners=False)[0]
     return patch

@@ -35,7 +35,7 @@ METADATA_SCHEMA: dict[str, tuple[type, ...]] = {
     "method": (str,),
     "backbone": (dict,),
     "heads": (dict,),
-    "patch_size": (int,),
+    "patch_size": (int, list),
     "preprocessing": (dict,),
     "step": (int,),
     "versions": (dict,),
@@ -46,6 +46,9 @@ OPTIONAL_METADATA: dict[str, tuple[type, ...]] = {
     "pretext": (dict,),
     "num_classes": (int,),
     "labels": (dict,),
+    "init": (str,),
+    "transfer": (str,),
+    "val_dice": (float,),
 }
 
 
@@ -85,16 +88,16 @@ def validate_metadata(meta: object, source: Path) -> dict:
     return meta
 
 
-def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict) -> Path:
-    """Write ``model.safetensors`` then ``model.json`` into ``directory``; returns the weights path."""
+def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict, name: str = "model") -> Path:
+    """Write ``<name>.safetensors`` then ``<name>.json`` into ``directory``; returns the weights path."""
     directory = Path(directory)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
     meta.setdefault("versions", versions())
     meta.setdefault("created", now_iso())
-    validate_metadata(meta, directory / METADATA_FILE)
+    validate_metadata(meta, directory / f"{name}.json")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    weights = atomic_write(directory / MODEL_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
-    write_json(directory / METADATA_FILE, meta)
+    weights = atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
+    write_json(directory / f"{name}.json", meta)
     return weights
 
 

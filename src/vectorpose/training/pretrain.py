@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,11 +24,9 @@ from ..models.backbone import BackboneConfig
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, load_model, load_resume_state, save_model, save_resume_state
+from .checkpoint import RESUME_FILE, CheckpointError, load_model, load_resume_state, save_model, save_resume_state
 from .pretext_data import PretextDataset
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
+from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device
 
 
 @dataclass(frozen=True)
@@ -104,35 +101,6 @@ class PretrainResult:
     last_metrics: dict
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VectorPoseError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless resuming or told to overwrite; changes nothing on disk."""
-    if resume and overwrite:
-        raise VectorPoseError("--resume and --overwrite contradict each other: choose one")
-    if out.exists() and not out.is_dir():
-        raise VectorPoseError(f"{out}: exists and is not a folder")
-    if resume:
-        for name in (RESUME_FILE, CONFIG_FILE):
-            if not (out / name).is_file():
-                raise VectorPoseError(f"{out}: nothing to resume (no {name})")
-    elif out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise VectorPoseError(f"{out}: already holds results; pass --resume to continue the run or --overwrite to replace it")
-
-
-def create_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Called once the data is known to be good, so a bad dataset never costs the old run."""
-    if overwrite and not resume and out.is_dir():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def model_metadata(config: PretrainConfig, method: PretextMethod, preprocessing: PreprocessingConfig, step: int) -> dict:
     return {
         "task": "pretext",
@@ -149,8 +117,6 @@ def model_metadata(config: PretrainConfig, method: PretextMethod, preprocessing:
 
 def load_pretext_network(path: str | Path) -> tuple[PretextNetwork, dict]:
     """Rebuild a pretraining network from a run folder or model file; returns ``(network, metadata)``."""
-    from .checkpoint import CheckpointError
-
     state, meta = load_model(path)
     if meta["task"] != "pretext":
         raise CheckpointError(f"{path}: a {meta['task']!r} model, not a pretraining model")
@@ -162,34 +128,6 @@ def load_pretext_network(path: str | Path) -> tuple[PretextNetwork, dict]:
         raise CheckpointError(f"{path}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
     network.eval()
     return network, meta
-
-
-class _Logs:
-    """JSON-lines and TensorBoard logs; on resume, rows past the resumed step are dropped."""
-
-    def __init__(self, run_dir: Path, start_step: int):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.path = run_dir / METRICS_FILE
-        if start_step > 0 and self.path.is_file():
-            rows = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= start_step]
-            self.path.write_text("".join(r + "\n" for r in rows))
-        self.file = open(self.path, "a")
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-
-    def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        for key, value in row.items():
-            if key != "step":
-                self.writer.add_scalar(("loss/" if key in _LOSS_KEYS else "train/") + key, value, row["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        self.writer.close()
-
-
-_LOSS_KEYS = {"total", "vp", "vp_r", "vp_theta", "vp_phi", "rec", "boundary"}
 
 
 def pretrain(
@@ -247,6 +185,8 @@ def pretrain(
         scheduler.load_state_dict(state["scheduler"])
         scheduler.T_max = config.steps
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start = int(state["step"])
 
     loader = DataLoader(
@@ -260,14 +200,15 @@ def pretrain(
 
     def checkpoint(step: int) -> Path:
         path = save_model(out, network.state_dict(), model_metadata(config, method, preprocessing, step))
-        save_resume_state(
-            out / RESUME_FILE,
-            {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state()},
-        )
+        # the crop stream needs no RNG state: it is a function of (seed, sample index)
+        state = {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        save_resume_state(out / RESUME_FILE, state)
         return path
 
-    logs = _Logs(out, start)
+    logs = MetricsLog(out, start)
     bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {method.name}", unit="step", disable=not progress, dynamic_ncols=True)
     sums: dict[str, float] = {}
     count, tic, t0 = 0, time.perf_counter(), time.perf_counter()

@@ -1,0 +1,1 @@
+"""Sliding-window prediction, segmentation metrics, and model loading for evaluate / predict."""

@@ -1,0 +1,83 @@
+"""Scoring a fine-tuned model: the run's recorded test split, or every labelled case of a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import Dataset, load_dataset
+from ..data.preprocessing import preprocess_dataset
+from ..data.splits import Split
+from ..errors import DataError, VectorPoseError
+from ..training.checkpoint import model_paths
+from ..utils.files import write_json
+from .metrics import case_metrics, summarise
+from .predictor import load_segmenter
+
+
+def recorded_split(model: str | Path) -> Split:
+    """The split saved beside a fine-tuned model (``split.json`` in its run folder)."""
+    weights, _ = model_paths(model)
+    path = weights.parent / "split.json"
+    if not path.is_file():
+        raise VectorPoseError(f"{path}: no recorded split beside the model; evaluate with --all on an external dataset")
+    try:
+        return Split.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise VectorPoseError(f"{path}: malformed split file ({exc})") from None
+
+
+def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None, all_cases: bool = False, device: str = "cpu",
+             cache_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False) -> dict:
+    """Dice and HD95 of ``model`` on the test split (or ``all_cases``) of ``data``; writes ``out`` as JSON."""
+    if out is not None and Path(out).exists() and not overwrite:
+        raise VectorPoseError(f"{out}: already exists; pass --overwrite to replace it")
+    segmenter = load_segmenter(model, device)
+    dataset = load_dataset(data)
+    labelled = {c.case_id: c for c in dataset.labelled}
+    if all_cases:
+        ids = sorted(labelled)
+        if not ids:
+            raise DataError(Path(data), "no labelled cases to evaluate")
+    else:
+        ids = list(recorded_split(model).test)
+        missing = [i for i in ids if i not in labelled]
+        if missing:
+            raise DataError(Path(data), f"{len(missing)} test cases of the recorded split are not in this dataset (e.g. {missing[0]}); use --all for another dataset")
+    if dataset.modality is not None and dataset.modality != segmenter.preprocessing.modality:
+        raise VectorPoseError(f"{data}: {dataset.modality} data, but the model was trained on {segmenter.preprocessing.modality}")
+    if dataset.labels and max(dataset.labels) >= segmenter.num_classes:
+        raise DataError(Path(data) / "dataset.json", f"declares labels up to {max(dataset.labels)}, the model predicts 0..{segmenter.num_classes - 1}")
+    subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
+    volumes, _ = preprocess_dataset(subset, segmenter.preprocessing, cache_dir, progress=progress)
+    names = segmenter.class_names
+    rows = []
+    for v in volumes:
+        pred = segmenter.predict_array(np.asarray(v.image()))
+        m = case_metrics(pred, np.asarray(v.label()), segmenter.num_classes, v.geometry.spacing)
+        rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": dict(zip(names, m["hd95"]))})
+    result = {
+        "model": str(Path(model).resolve()),
+        "data": str(Path(data).resolve()),
+        "cases_from": "all" if all_cases else "test split",
+        "num_cases": len(rows),
+        **summarise(rows, names),
+        "cases": rows,
+    }
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A readable per-class table of a result from :func:`evaluate`."""
+    names = list(result["per_class"])
+    fmt = lambda v: "  n/a " if v is None else f"{v:6.3f}"  # noqa: E731
+    lines = [f"{'class':<16} {'Dice':>6} {'HD95':>6}"]
+    for n in names:
+        pc = result["per_class"][n]
+        lines.append(f"{n:<16} {fmt(pc['dice'])} {fmt(pc['hd95'])}")
+    lines.append(f"{'mean':<16} {fmt(result['mean_dice'])} {fmt(result['mean_hd95'])}   ({result['num_cases']} cases, {result['cases_from']})")
+    return "\n".join(lines)

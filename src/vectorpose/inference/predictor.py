@@ -1,0 +1,115 @@
+"""A fine-tuned model ready for new scans: load, normalise as in training, predict, write back.
+
+Preprocessing comes from the model's metadata, never from the user, so a scan is normalised exactly
+as the training scans were. Label maps are written in the input's own geometry: the same shape,
+affine and voxel order as the NIfTI file or DICOM series that was read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.io import ImageGeometry, is_nifti, load_image, save_label_map
+from ..data.preprocessing import PreprocessingConfig, normalise_intensity
+from ..errors import DataError, VectorPoseError
+from ..models.backbone import BackboneConfig
+from ..models.segmentation_network import SegmentationNetwork
+from ..training.checkpoint import CheckpointError, load_model
+from .sliding_window import predict_labels
+
+
+@dataclass
+class Segmenter:
+    """A segmentation network with the facts needed to apply it (from its metadata)."""
+
+    network: SegmentationNetwork
+    metadata: dict
+    preprocessing: PreprocessingConfig
+    patch_size: tuple[int, int, int]
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.metadata["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        labels = self.metadata.get("labels", {})
+        return [labels.get(str(c), f"class {c}") for c in range(1, self.num_classes)]
+
+    def predict_array(self, image: np.ndarray) -> np.ndarray:
+        """Label map ``(X, Y, Z)`` uint8 of an already-normalised RAS+ volume."""
+        return predict_labels(self.network, image, self.patch_size, self.device)
+
+    def predict_path(self, path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
+        """Read a NIfTI file or DICOM series folder, normalise it, and predict in RAS+ order."""
+        raw, geometry = load_image(path)
+        try:
+            image = normalise_intensity(raw, self.preprocessing)
+        except ValueError as exc:
+            raise DataError(path, str(exc)) from None
+        return self.predict_array(image), geometry
+
+
+def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segmenter:
+    """Load a fine-tuned model (run folder or ``.safetensors`` file)."""
+    state, meta = load_model(path)
+    if meta["task"] != "segmentation":
+        raise CheckpointError(f"{path}: a {meta['task']!r} model; fine-tune it first (vectorpose finetune --init)")
+    for key in ("num_classes",):
+        if key not in meta:
+            raise CheckpointError(f"{path}: segmentation metadata lacks {key!r}")
+    patch = meta["patch_size"]
+    patch = (patch,) * 3 if isinstance(patch, int) else tuple(int(p) for p in patch)
+    network = SegmentationNetwork(BackboneConfig.from_json(meta["backbone"]), int(meta["num_classes"]))
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
+    device = torch.device(device)
+    network.to(device).eval()
+    return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device)  # type: ignore[arg-type]
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    return path.is_dir() and not any(is_nifti(p) for p in path.iterdir())
+
+
+def prediction_jobs(source: Path, output: Path) -> list[tuple[Path, Path]]:
+    """``(input, output file)`` pairs: a NIfTI file or DICOM series -> ``output`` (a file name, or a
+    folder that gets ``<name>.nii.gz``); a folder of NIfTI files -> one output per file in ``output``."""
+    if not source.exists():
+        raise DataError(source, "no such file or folder")
+    if source.is_file() or _is_dicom_folder(source):
+        if output.suffix in (".nii", ".gz"):
+            return [(source, output)]
+        name = source.name if is_nifti(source) else f"{source.name}.nii.gz"
+        return [(source, output / name)]
+    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
+    if output.suffix in (".nii", ".gz"):
+        raise VectorPoseError(f"{output}: INPUT is a folder, so OUTPUT must be a folder, not a file name")
+    return [(f, output / f.name) for f in files]
+
+
+def predict(model: str | Path, source: str | Path, output: str | Path, device: str = "cpu", overwrite: bool = False) -> list[Path]:
+    """Predict every scan of ``source`` and write uint8 label maps; returns the written paths.
+
+    Existing outputs are refused unless ``overwrite``; all are checked before any is written.
+    """
+    source, output = Path(source), Path(output)
+    jobs = prediction_jobs(source, output)
+    if not jobs:
+        raise DataError(source, "no NIfTI files or DICOM series to predict")
+    existing = [o for _, o in jobs if o.exists()]
+    if existing and not overwrite:
+        raise VectorPoseError(f"{existing[0]}: already exists; pass --overwrite to replace it")
+    segmenter = load_segmenter(model, device)
+    written = []
+    for src, dst in jobs:
+        labels, geometry = segmenter.predict_path(src)
+        written.append(save_label_map(dst, labels, geometry))
+    return written

@@ -1,0 +1,38 @@
+"""Whole-volume prediction by Gaussian-weighted sliding windows (MONAI ``sliding_window_inference``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+
+@torch.no_grad()
+def predict_probabilities(
+    network: nn.Module,
+    image: np.ndarray,
+    patch_size: tuple[int, int, int],
+    device: torch.device | str = "cpu",
+    overlap: float = 0.5,
+    batch_size: int = 4,
+) -> torch.Tensor:
+    """Softmax probabilities ``(C, X, Y, Z)`` (on the CPU) for a normalised volume ``(X, Y, Z)``.
+
+    Windows of ``patch_size`` are batched ``batch_size`` at a time; a volume smaller than a window is
+    padded by MONAI and cropped back.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected a (X, Y, Z) volume, got shape {image.shape}")
+    network.eval()
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None, None].to(device)
+    logits = sliding_window_inference(
+        x, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian"
+    )
+    return torch.softmax(logits[0].float(), dim=0).cpu()
+
+
+def predict_labels(network: nn.Module, image: np.ndarray, patch_size: tuple[int, int, int], device: torch.device | str = "cpu",
+                   overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:
+    """The argmax label map ``(X, Y, Z)`` as uint8."""
+    return predict_probabilities(network, image, patch_size, device, overlap, batch_size).argmax(0).numpy().astype(np.uint8)

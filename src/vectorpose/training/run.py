@@ -1,0 +1,79 @@
+"""What every training run shares: the run folder's rules, the device, and the metric logs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import VectorPoseError
+from .checkpoint import RESUME_FILE
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VectorPoseError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless resuming or told to overwrite; changes nothing on disk."""
+    if resume and overwrite:
+        raise VectorPoseError("--resume and --overwrite contradict each other: choose one")
+    if out.exists() and not out.is_dir():
+        raise VectorPoseError(f"{out}: exists and is not a folder")
+    if resume:
+        for name in (RESUME_FILE, CONFIG_FILE):
+            if not (out / name).is_file():
+                raise VectorPoseError(f"{out}: nothing to resume (no {name})")
+    elif out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise VectorPoseError(f"{out}: already holds results; pass --resume to continue the run or --overwrite to replace it")
+
+
+def create_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Called once the data is known to be good, so a bad dataset never costs the old run."""
+    if overwrite and not resume and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class MetricsLog:
+    """JSON-lines and TensorBoard logs of a run; on resume, rows past the resumed step are dropped.
+
+    Keys in ``LOSS_KEYS`` go under ``loss/`` in TensorBoard, the rest under ``train/`` (or the
+    prefix a row's key already has, e.g. ``val/dice``).
+    """
+
+    def __init__(self, run_dir: Path, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run_dir / METRICS_FILE
+        if start_step > 0 and self.path.is_file():
+            rows = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= start_step]
+            self.path.write_text("".join(r + "\n" for r in rows))
+        self.file = open(self.path, "a")
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for key, value in row.items():
+            if key != "step":
+                tag = key if "/" in key else ("loss/" if key in LOSS_KEYS else "train/") + key
+                self.writer.add_scalar(tag, value, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()
+
+
+LOSS_KEYS = {"total", "vp", "vp_r", "vp_theta", "vp_phi", "rec", "boundary", "dice_ce"}
+
+

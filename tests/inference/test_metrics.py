@@ -1,0 +1,64 @@
+"""Dice and HD95 against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vectorpose.inference.metrics import case_metrics, summarise
+
+
+def volume():
+    return np.zeros((12, 12, 12), dtype=np.uint8)
+
+
+def test_identical_maps():
+    ref = volume()
+    ref[2:6, 2:6, 2:6] = 1
+    ref[7:10, 7:10, 7:10] = 2
+    m = case_metrics(ref, ref, 3)
+    assert m["dice"] == [1.0, 1.0] and m["hd95"] == [0.0, 0.0]
+
+
+def test_half_overlap_dice():
+    ref, pred = volume(), volume()
+    ref[2:4, 2:4, 2:4] = 1  # 8 voxels
+    pred[3:5, 2:4, 2:4] = 1  # 8 voxels, 4 shared
+    m = case_metrics(pred, ref, 2)
+    assert m["dice"][0] == pytest.approx(2 * 4 / 16)
+    # every voxel is a surface voxel; half of each set is 1 voxel from the other set, half at 0
+    assert m["hd95"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("spacing,expected", [((1, 1, 1), 4.0), ((1, 1, 2), 8.0), ((3, 1, 1), 4.0)])
+def test_single_voxels_hd95_uses_spacing(spacing, expected):
+    ref, pred = volume(), volume()
+    ref[5, 5, 5] = 1
+    pred[5, 5, 9] = 1
+    m = case_metrics(pred, ref, 2, spacing)
+    assert m["dice"] == [0.0] and m["hd95"][0] == pytest.approx(expected)
+
+
+def test_missing_and_absent_classes():
+    ref, pred = volume(), volume()
+    ref[1:3, 1:3, 1:3] = 1  # class 1 missed by the prediction; class 2 absent from both
+    m = case_metrics(pred, ref, 3)
+    assert m["dice"] == [0.0, 1.0] and m["hd95"] == [None, 0.0]
+
+
+def test_summary_averages_and_counts_undefined():
+    rows = [
+        {"dice": {"a": 1.0, "b": 0.5}, "hd95": {"a": 0.0, "b": 2.0}},
+        {"dice": {"a": 0.0, "b": 0.7}, "hd95": {"a": None, "b": 4.0}},
+    ]
+    s = summarise(rows, ["a", "b"])
+    assert s["mean_dice"] == pytest.approx((1.0 + 0.5 + 0.0 + 0.7) / 4)
+    assert s["per_class"]["a"] == {"dice": 0.5, "hd95": 0.0, "hd95_undefined": 1}
+    assert s["per_class"]["b"]["hd95"] == pytest.approx(3.0) and s["mean_hd95"] == pytest.approx(2.0)
+
+
+def test_rejects_mismatch():
+    with pytest.raises(ValueError):
+        case_metrics(volume(), np.zeros((12, 12, 11), np.uint8), 2)
+    with pytest.raises(ValueError):
+        case_metrics(volume() + 3, volume(), 2)
