@@ -50,8 +50,9 @@ def run_cell(data: str, out: Path, steps: int, fraction: float, seed: int, init:
     result = json.loads(metrics.read_text())
     model_meta = json.loads((out / "model.json").read_text())
     split = json.loads((out / "split.json").read_text())
+    transfer = extra[extra.index("--transfer") + 1] if "--transfer" in extra else "encoder"
     return {
-        "init": "vectorpose" if init else "scratch", "fraction": fraction, "seed": seed, "labelled": len(split["labelled"]),
+        "init": ("vectorpose" if transfer == "encoder" else f"vectorpose ({transfer})") if init else "scratch", "fraction": fraction, "seed": seed, "labelled": len(split["labelled"]),
         "steps": steps, "test_dice": result["mean_dice"], "test_hd95": result["mean_hd95"],
         "per_class": {k: v["dice"] for k, v in result["per_class"].items()},
         "val_dice": model_meta.get("val_dice"), "best_step": model_meta["step"],
@@ -72,21 +73,27 @@ def main() -> None:
     parser.add_argument("--docs", default="docs")
     parser.add_argument("--skip-full", action="store_true")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time; with more than 1, each run uses one thread")
+    parser.add_argument("--transfer-probe", action="store_true",
+                        help="also fine-tune with --transfer all (seed 0 of each fraction) to compare on the validation split")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.jobs > 1:
         THREADS.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cells = [] if args.skip_full else [(out / "full-scratch-s0", args.full_steps, 1.0, 0, None)]
-    for fraction in [float(f) for f in args.fractions.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
+    cells = [] if args.skip_full else [(out / "full-scratch-s0", args.full_steps, 1.0, 0, None, [])]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for fraction in fractions:
+        for seed in seeds:
             for init in (None, args.pretrained):
                 name = f"f{fraction:g}-{'vectorpose' if init else 'scratch'}-s{seed}"
-                cells.append((out / name, args.few_steps, fraction, seed, init))
+                cells.append((out / name, args.few_steps, fraction, seed, init, []))
+        if args.transfer_probe:
+            cells.append((out / f"f{fraction:g}-vectorpose-all-s{seeds[0]}", args.few_steps, fraction, seeds[0], args.pretrained, ["--transfer", "all"]))
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(lambda c: run_cell(args.data, c[0], c[1], c[2], c[3], c[4], []), cells))
+        rows = list(pool.map(lambda c: run_cell(args.data, *c), cells))
     (out / "results.json").write_text(json.dumps(rows, indent=2))
 
     pre_meta = json.loads((Path(args.pretrained) / "model.json").read_text())
@@ -114,6 +121,10 @@ def main() -> None:
         summary.append(f"| {n} ({fraction:.0%}) | {np.mean(list(s.values())):.3f} ± {np.std(list(s.values()), ddof=1):.3f} | "
                        f"{np.mean(list(v.values())):.3f} ± {np.std(list(v.values()), ddof=1):.3f} | {d.mean():+.3f} ± {d.std(ddof=1):.3f} |")
     full = [r for r in rows if r["fraction"] == 1.0]
+    probe = ["| labelled | seed | transfer | val Dice | test Dice |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["init"].startswith("vectorpose") and r["seed"] == seeds[0] and r["fraction"] < 1:
+            probe.append(f"| {r['labelled']} ({r['fraction']:.0%}) | {r['seed']} | {r['init']} | {r['val_dice']:.3f} | {r['test_dice']:.3f} |")
     text = f"""# Fine-tuning on Task04_Hippocampus
 
 Produced by
@@ -145,6 +156,10 @@ The pretrained model is `{args.pretrained}`: method `{pre_meta['method']}`, {pre
 ## Few labels: scratch against VectorPOSE pretraining
 
 {chr(10).join(summary)}
+
+## Which part to transfer (decided on the validation split)
+
+{chr(10).join(probe) if args.transfer_probe else "Not probed in this run (pass --transfer-probe)."}
 
 ## Every run
 

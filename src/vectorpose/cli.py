@@ -32,10 +32,9 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="vectorpose")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(debug: bool) -> None:
     """VectorPOSE: spatially-aware self-supervised pretraining of 3D segmentation networks."""
-    ctx.obj = {"debug": debug}
+    # --debug is acted on by main(), which wraps every command
 
 
 @cli.command()
