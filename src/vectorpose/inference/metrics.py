@@ -8,6 +8,7 @@ count separately instead of averaging an infinity.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -34,7 +35,11 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, num_classes: int
     dice = compute_dice(pred, ref, include_background=False, ignore_empty=False)[0]
     if not hd95:
         return {"dice": [float(d) for d in dice]}
-    hd = compute_hausdorff_distance(pred, ref, include_background=False, percentile=95, spacing=list(spacing))[0]
+    with warnings.catch_warnings():
+        # empty classes are handled below; MONAI's warnings about them (and its deprecations) are noise here
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        hd = compute_hausdorff_distance(pred, ref, include_background=False, percentile=95, spacing=list(spacing))[0]
     dices, hds = [], []
     for c in range(num_classes - 1):
         p_any, r_any = bool(pred[0, c + 1].any()), bool(ref[0, c + 1].any())

@@ -19,15 +19,18 @@ def predict_probabilities(
 ) -> torch.Tensor:
     """Softmax probabilities ``(C, X, Y, Z)`` (on the CPU) for a normalised volume ``(X, Y, Z)``.
 
-    Windows of ``patch_size`` are batched ``batch_size`` at a time; a volume smaller than a window is
-    padded by MONAI and cropped back.
+    Windows of ``patch_size`` are batched ``batch_size`` at a time. A volume smaller than a window is
+    padded with its own minimum (the background), exactly as training patches are, and cropped back:
+    padding with 0, MONAI's default, would put mean-intensity tissue around a z-scored scan, which the
+    network never saw in training.
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (X, Y, Z) volume, got shape {image.shape}")
     network.eval()
     x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None, None].to(device)
     logits = sliding_window_inference(
-        x, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian"
+        x, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian",
+        cval=float(image.min()),
     )
     return torch.softmax(logits[0].float(), dim=0).cpu()
 
