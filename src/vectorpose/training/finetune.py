@@ -37,8 +37,8 @@ from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, CheckpointError, load_model, load_resume_state, save_model, save_resume_state
-from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device
+from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
+from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, training_state
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
@@ -283,12 +283,7 @@ def finetune(
 
     start, best_dice, best_step = 0, -1.0, 0
     if resume:
-        state = load_resume_state(out / RESUME_FILE)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.T_max = config.steps
-        torch.set_rng_state(state["torch_rng"])
+        state = restore_training_state(out, network, optimizer, scheduler, config.steps, device)
         start, best_dice, best_step = int(state["step"]), float(state["best_dice"]), int(state["best_step"])
 
     loader = DataLoader(
@@ -336,10 +331,8 @@ def finetune(
                     best_dice, best_step = (dice if val_volumes else float("nan")), step
                     save_model(out, network.state_dict(), metadata(step, dice))
                 save_model(out, network.state_dict(), metadata(step, dice), name="last")
-                state = {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                         "best_dice": best_dice, "best_step": best_step}
-                save_resume_state(out / RESUME_FILE, state)
+                save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device,
+                                                                    best_dice=best_dice, best_step=best_step))
                 tic = time.perf_counter()  # validation time is not training throughput
             if row:
                 logs.write(row)

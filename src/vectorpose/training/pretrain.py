@@ -24,9 +24,9 @@ from ..models.backbone import BackboneConfig
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, CheckpointError, load_model, load_resume_state, save_model, save_resume_state
+from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
 from .pretext_data import PretextDataset
-from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device
+from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, training_state
 
 
 @dataclass(frozen=True)
@@ -179,15 +179,7 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     start = 0
     if resume:
-        state = load_resume_state(out / RESUME_FILE)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.T_max = config.steps
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start = int(state["step"])
+        start = int(restore_training_state(out, network, optimizer, scheduler, config.steps, device)["step"])
 
     loader = DataLoader(
         PretextDataset(volumes, config.pretext, config.seed),
@@ -200,12 +192,7 @@ def pretrain(
 
     def checkpoint(step: int) -> Path:
         path = save_model(out, network.state_dict(), model_metadata(config, method, preprocessing, step))
-        # the crop stream needs no RNG state: it is a function of (seed, sample index)
-        state = {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        save_resume_state(out / RESUME_FILE, state)
+        save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device))
         return path
 
     logs = MetricsLog(out, start)
