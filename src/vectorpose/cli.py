@@ -148,7 +148,7 @@ def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_frac
     try:
         config = FinetuneConfig(
             steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed,
-            label_fraction=None if labelled is not None else (label_fraction or 1.0), labelled=labelled,
+            label_fraction=None if labelled is not None else (1.0 if label_fraction is None else label_fraction), labelled=labelled,
             patch_size=patch_size,  # type: ignore[arg-type]
             backbone=backbone, transfer=transfer, pretrained_lr_scale=pretrained_lr_scale, warmup_steps=warmup_steps,
             val_every=val_every, device=device, workers=workers,

@@ -18,7 +18,7 @@ from ..data.preprocessing import PreprocessingConfig, normalise_intensity
 from ..errors import DataError, VectorPoseError
 from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
-from ..training.checkpoint import CheckpointError, load_model
+from ..training.checkpoint import CheckpointError, load_model, load_weights
 from .sliding_window import predict_labels
 
 
@@ -57,19 +57,13 @@ class Segmenter:
 
 def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segmenter:
     """Load a fine-tuned model (run folder or ``.safetensors`` file)."""
-    state, meta = load_model(path)
-    if meta["task"] != "segmentation":
-        raise CheckpointError(f"{path}: a {meta['task']!r} model; fine-tune it first (vectorpose finetune --init)")
-    for key in ("num_classes",):
-        if key not in meta:
-            raise CheckpointError(f"{path}: segmentation metadata lacks {key!r}")
+    state, meta = load_model(path, task="segmentation", hint="fine-tune it first (vectorpose finetune --init)")
+    if "num_classes" not in meta:
+        raise CheckpointError(f"{path}: segmentation metadata lacks 'num_classes'")
     patch = meta["patch_size"]
     patch = (patch,) * 3 if isinstance(patch, int) else tuple(int(p) for p in patch)
     network = SegmentationNetwork(BackboneConfig.from_json(meta["backbone"]), int(meta["num_classes"]))
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
+    load_weights(network, state, path)
     device = torch.device(device)
     network.to(device).eval()
     return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device)  # type: ignore[arg-type]

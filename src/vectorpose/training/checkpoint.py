@@ -111,8 +111,11 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
-def load_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+def load_model(path: str | Path, task: str | None = None, hint: str = "") -> tuple[dict[str, torch.Tensor], dict]:
     """Read weights and validated metadata; never unpickles anything.
+
+    With ``task`` (``"pretext"`` or ``"segmentation"``), a model of another task is refused, with
+    ``hint`` telling the user what to pass instead.
 
     Raises:
         CheckpointError: missing files, a file that is not safetensors (a pickle, say), or metadata
@@ -127,11 +130,21 @@ def load_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable model metadata ({exc})") from None
     validate_metadata(meta, meta_path)
+    if task is not None and meta["task"] != task:
+        raise CheckpointError(f"{path}: a {meta['task']!r} model, not a {task!r} model" + (f"; {hint}" if hint else ""))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: not a valid safetensors file ({exc})") from None
     return state, meta
+
+
+def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``network.load_state_dict(state)``, refusing weights that do not fit the architecture."""
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
 
 
 def save_resume_state(path: str | Path, state: dict) -> Path:

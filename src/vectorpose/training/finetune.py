@@ -184,13 +184,6 @@ def segmentation_metadata(config: FinetuneConfig, backbone: BackboneConfig, prep
     return meta
 
 
-def load_pretrained(init: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    state, meta = load_model(init)
-    if meta["task"] != "pretext":
-        raise CheckpointError(f"{init}: a {meta['task']!r} model; --init takes a pretraining run or model")
-    return state, meta
-
-
 def finetune(
     data: str | Path,
     out: str | Path,
@@ -222,14 +215,15 @@ def finetune(
     except ValueError as exc:
         raise DataError(Path(data) / "dataset.json", str(exc)) from None
 
-    pretrained_state, pretrained_meta = load_pretrained(init) if init is not None else (None, None)
+    pretrained_state, pretrained_meta = (
+        load_model(init, task="pretext", hint="--init takes a pretraining run or model") if init is not None else (None, None)
+    )
     if pretrained_meta is not None:
         preprocessing = PreprocessingConfig.from_json(pretrained_meta["preprocessing"])
         if dataset.modality is not None and dataset.modality != preprocessing.modality:
             raise CheckpointError(f"{init}: pretrained on {preprocessing.modality} data, but {data} is {dataset.modality}")
         backbone = BackboneConfig.from_json(pretrained_meta["backbone"])
-        if config.backbone is not None and config.backbone != backbone:
-            check_compatible(str(init), pretrained_meta, config.backbone.to_json(), preprocessing.to_json())
+        check_compatible(str(init), pretrained_meta, (config.backbone or backbone).to_json(), preprocessing.to_json())
     else:
         if dataset.modality is None:
             raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
@@ -266,7 +260,6 @@ def finetune(
     network = SegmentationNetwork(backbone, num_classes)
     report = None
     if pretrained_state is not None:
-        check_compatible(str(init), pretrained_meta, backbone.to_json(), preprocessing.to_json())
         report = transfer_weights(network, pretrained_state, config.transfer)
         write_json(out / TRANSFER_FILE, report.to_json())
         if progress:

@@ -24,7 +24,7 @@ from ..models.backbone import BackboneConfig
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
+from .checkpoint import RESUME_FILE, load_model, load_weights, save_model, save_resume_state
 from .pretext_data import PretextDataset
 from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, training_state
 
@@ -117,15 +117,10 @@ def model_metadata(config: PretrainConfig, method: PretextMethod, preprocessing:
 
 def load_pretext_network(path: str | Path) -> tuple[PretextNetwork, dict]:
     """Rebuild a pretraining network from a run folder or model file; returns ``(network, metadata)``."""
-    state, meta = load_model(path)
-    if meta["task"] != "pretext":
-        raise CheckpointError(f"{path}: a {meta['task']!r} model, not a pretraining model")
+    state, meta = load_model(path, task="pretext")
     heads = meta["heads"]
     network = PretextNetwork(BackboneConfig.from_json(meta["backbone"]), bool(heads.get("vector")), bool(heads.get("restoration")), bool(heads.get("boundary")))
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
+    load_weights(network, state, path)
     network.eval()
     return network, meta
 
