@@ -8,6 +8,7 @@ The names below are the public API; each lives in the module that owns its conce
 
 __version__ = "0.1.0"
 
+from .benchmark.runner import BenchmarkConfig, run_benchmark
 from .data.datasets import Dataset, load_dataset
 from .data.preprocessing import PreprocessingConfig, preprocess_dataset
 from .inference.evaluate import evaluate
@@ -21,6 +22,7 @@ from .training.pretrain import PretrainConfig, load_pretext_network, pretrain
 
 __all__ = [
     "BackboneConfig",
+    "BenchmarkConfig",
     "Dataset",
     "FinetuneConfig",
     "PreprocessingConfig",
@@ -38,4 +40,5 @@ __all__ = [
     "predict",
     "preprocess_dataset",
     "pretrain",
+    "run_benchmark",
 ]

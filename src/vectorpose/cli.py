@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -55,7 +56,7 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
-@click.option("--method", default="vectorpose", show_default=True, help="Pretext method: vectorpose, vp or bfr.")
+@click.option("--method", default="vectorpose", show_default=True, help="Pretext method: vectorpose, vp, bfr or genesis.")
 @click.option("--steps", default=2000, show_default=True, help="Optimisation steps.")
 @click.option("--patch", default=32, show_default=True, help="Patch side P (crops are resized to P^3).")
 @click.option("--batch", default=4, show_default=True, help="Crops per step.")
@@ -196,17 +197,70 @@ def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool
 
 
 @cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Benchmark folder (rerun to finish an interrupted benchmark).")
+@click.option("--methods", default="scratch,genesis,vp,bfr,vectorpose", show_default=True, help="Comma-separated methods to compare.")
+@click.option("--fractions", default="0.05,0.1,0.25,1.0", show_default=True, help="Comma-separated labelled fractions of the training pool.")
+@click.option("--seeds", default=3, show_default=True, help="Seeds per fraction (seeds 0..N-1; each draws its own labelled cases).")
+@click.option("--pretrain-steps", default=2000, show_default=True, help="Pretraining steps of every method.")
+@click.option("--finetune-steps", default=1000, show_default=True, help="Fine-tuning steps of every cell.")
+@click.option("--val-every", default=100, show_default=True, help="Steps between validation rounds while fine-tuning.")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the fixed test / validation split.")
+@click.option("--transfer", type=click.Choice(["encoder", "all"]), default="encoder", show_default=True, help="What fine-tuning loads.")
+@click.option("--test-data", type=click.Path(path_type=Path), default=None, help="External labelled dataset, scored with every model.")
+@click.option("--pretrained", "pretrained", multiple=True, metavar="METHOD=RUN",
+              help="Use an existing pretraining run for METHOD instead of pretraining it here (repeatable).")
+@click.option("--notes", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Markdown file appended to report.md.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, pretrain_steps: int, finetune_steps: int, val_every: int,
+              split_seed: int, transfer: str, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None, device: str,
+              workers: int, cache: Path | None, quiet: bool) -> None:
+    """Compare pretraining methods on DATA under one fine-tuning recipe, over label fractions and seeds."""
+    from .benchmark.report import headline_table, statistics
+    from .benchmark.runner import BenchmarkConfig, run_benchmark
+
+    supplied = {}
+    for item in pretrained:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise click.UsageError(f"--pretrained takes METHOD=RUN, got {item!r}")
+        supplied[name] = path
+    try:
+        config = BenchmarkConfig(
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), fractions=tuple(_floats(fractions)), seeds=seeds,
+            pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, val_every=val_every, split_seed=split_seed,
+            transfer=transfer, device=device, workers=workers, pretrained=supplied,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    note_text = None
+    if notes is not None:
+        try:
+            note_text = notes.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VectorPoseError(f"{notes}: cannot read the notes file ({exc})") from None
+    command = "vectorpose " + shlex.join(sys.argv[1:])
+    run = run_benchmark(data, out, config, test_data=test_data, cache_dir=cache, progress=not quiet, command=command, notes=note_text)
+    click.echo(f"\nmean test Dice over {config.seeds} seed(s) ({run.trained_cells} cells trained now, "
+               f"{len(run.cells) - run.trained_cells} reused):")
+    click.echo(headline_table(run.cells, statistics(run.cells, "test")))
+    click.echo(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
+
+
+@cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default=Path("runs/demo"))
-@click.option("--pretrain-steps", default=200, show_default=True)
-@click.option("--finetune-steps", default=150, show_default=True)
-@click.option("--labeled", "--labelled", "labelled", default=3, show_default=True, help="Labelled training cases.")
+@click.option("--pretrain-steps", default=300, show_default=True)
+@click.option("--finetune-steps", default=200, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds an earlier demo.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out: Path, pretrain_steps: int, finetune_steps: int, labelled: int, overwrite: bool, quiet: bool) -> None:
-    """The main job on built-in synthetic data: pretrain, fine-tune from scratch and pretrained, compare."""
+def demo(out: Path, pretrain_steps: int, finetune_steps: int, overwrite: bool, quiet: bool) -> None:
+    """The main job on built-in synthetic data: pretrain, fine-tune every method on few labels, compare."""
     from .demo import run_demo
 
-    run_demo(out, pretrain_steps, finetune_steps, labelled, overwrite=overwrite, progress=not quiet)
+    run_demo(out, pretrain_steps, finetune_steps, overwrite=overwrite, progress=not quiet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
 """The main job end to end on the built-in synthetic data, small enough for a CPU in a few minutes.
 
-Writes the synthetic dataset, pretrains with VectorPOSE, fine-tunes on a few labelled cases from
-scratch and from the pretrained model (same split, seed and recipe), evaluates both on the
-recorded test split, and prints both Dice scores side by side with where everything was written.
+Writes the synthetic dataset, then runs a small label-efficiency benchmark on it
+(:func:`vectorpose.benchmark.runner.run_benchmark`): pretrains with VectorPOSE and with Models
+Genesis, fine-tunes every method from few labelled cases with two seeds (same split, cases and
+recipe for every method), evaluates every model on the recorded test split, and prints the table.
 """
 
 from __future__ import annotations
@@ -10,37 +11,37 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .benchmark.report import headline_table, statistics
+from .benchmark.runner import BenchmarkConfig, BenchmarkRun, run_benchmark
 from .data.synthetic import make_synthetic_dataset
 from .errors import VectorPoseError
-from .inference.evaluate import evaluate
-from .training.finetune import FinetuneConfig, finetune
-from .training.pretrain import PretrainConfig, pretrain
+from .training.finetune import FinetuneConfig
 
 
-def run_demo(out: str | Path, pretrain_steps: int = 200, finetune_steps: int = 150, labelled: int = 3, overwrite: bool = False,
-             progress: bool = True) -> dict[str, dict]:
-    """Run the demo into ``out``; returns the evaluation results keyed by initialisation."""
+def demo_config(pretrain_steps: int, finetune_steps: int) -> BenchmarkConfig:
+    # 32³ fine-tuning patches keep a step a fraction of a second on a 2-core CPU.
+    return BenchmarkConfig(
+        methods=("scratch", "genesis", "vectorpose"), fractions=(0.25,), seeds=2, pretrain_steps=pretrain_steps,
+        finetune_steps=finetune_steps, val_every=max(1, finetune_steps // 4),
+        finetuning=FinetuneConfig(patch_size=(32, 32, 32)),
+    )
+
+
+def run_demo(out: str | Path, pretrain_steps: int = 300, finetune_steps: int = 200, overwrite: bool = False,
+             progress: bool = True) -> BenchmarkRun:
+    """Run the demo into ``out`` and print its benchmark table."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise VectorPoseError(f"{out}: already holds results; pass --overwrite to replace them")
         shutil.rmtree(out)
     data = make_synthetic_dataset(out / "data", num_cases=20, seed=0)
-    cache = out / "cache"
-    pre = pretrain(data, out / "pretrain", PretrainConfig(steps=pretrain_steps), cache_dir=cache, progress=progress)
-    results = {}
-    for name, init in (("scratch", None), ("vectorpose", pre.run_dir)):
-        config = FinetuneConfig(steps=finetune_steps, labelled=labelled, val_every=50)
-        run = finetune(data, out / f"finetune-{name}", config, init=init, cache_dir=cache, progress=progress)
-        results[name] = evaluate(run.run_dir, data, run.run_dir / "metrics.json", cache_dir=cache)
-    width = max(len(n) for n in results)
-    print(f"\nfew-label fine-tuning on synthetic data ({labelled} labelled cases, {finetune_steps} steps, "
-          f"{results['scratch']['num_cases']} test cases):")
-    print(f"  {'initialisation':<{max(width, 14)}}  mean Dice  mean HD95 (mm)")
-    for name, r in results.items():
-        hd = "n/a" if r["mean_hd95"] is None else f"{r['mean_hd95']:.2f}"
-        print(f"  {name:<{max(width, 14)}}  {r['mean_dice']:9.3f}  {hd:>14}")
-    print(f"pretrained model: {pre.model_path}")
-    for name in results:
-        print(f"{name} model: {out / f'finetune-{name}' / 'model.safetensors'}; report: {out / f'finetune-{name}' / 'metrics.json'}")
-    return results
+    config = demo_config(pretrain_steps, finetune_steps)
+    run = run_benchmark(data, out / "benchmark", config, cache_dir=out / "cache", progress=progress,
+                        command=f"vectorpose demo {out}")
+    labelled = run.cells[0]["labelled"]
+    print(f"\nlabel-efficiency benchmark on synthetic data: mean test Dice ± std over {config.seeds} seeds "
+          f"({labelled} labelled cases, {finetune_steps} fine-tuning steps, {run.cells[0]['test']['num_cases']} test cases)")
+    print(headline_table(run.cells, statistics(run.cells, "test")))
+    print(f"report: {out / 'benchmark' / 'report.md'}; plots and results.json beside it; models under {out / 'benchmark' / 'cells'}")
+    return run

@@ -16,7 +16,7 @@ from vectorpose.training.pretrain import PretrainConfig, load_pretext_network, p
 TINY = dict(batch_size=2, log_every=2, backbone=BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1), pretext=PretextConfig(patch_size=16))
 
 
-@pytest.mark.parametrize("method", ["vectorpose", "vp", "bfr"])
+@pytest.mark.parametrize("method", ["vectorpose", "vp", "bfr", "genesis"])
 def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path, method):
     out = tmp_path / "run"
     result = pretrain(synthetic_dataset, out, PretrainConfig(method=method, steps=4, **TINY), cache_dir=cache_dir, progress=False)
@@ -25,7 +25,7 @@ def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
-    expected_terms = {"vectorpose": {"vp", "rec", "boundary"}, "vp": {"vp"}, "bfr": {"rec", "boundary"}}[method]
+    expected_terms = {"vectorpose": {"vp", "rec", "boundary"}, "vp": {"vp"}, "bfr": {"rec", "boundary"}, "genesis": {"rec"}}[method]
     assert expected_terms <= set(rows[0]) and not ({"vp", "rec", "boundary"} - expected_terms) & set(rows[0])
 
     reloaded, meta = load_pretext_network(out)
@@ -81,6 +81,7 @@ def test_overwrite_replaces_and_resume_needs_state(synthetic_dataset, cache_dir,
         (dict(pretext=PretextConfig(patch_size=18)), "multiple of 4"),
         (dict(method="vp", loss_weights={"rec": 2.0}), "no 'rec' term"),
         (dict(device="tpu"), "device"),
+        (dict(method="scratch"), "trains no pretext task"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -17,7 +17,8 @@ from ..pretext.boundary import boundary_target
 class PretextMethod:
     """A pretext objective ``w_vp * L_VP + w_rec * L_rec + w_b * L_boundary``; a zero weight drops that head.
 
-    Batches are dicts with ``"input"`` ``(B, 1, P, P, P)``, ``"clean"`` ``(B, 1, P, P, P)`` in
+    ``pretrains=False`` (all weights zero) marks the no-pretraining baseline, so that benchmarks can
+    name it like any other method. Batches are dicts with ``"input"`` ``(B, 1, P, P, P)``, ``"clean"`` ``(B, 1, P, P, P)`` in
     ``[0, 1]`` and ``"vectors"`` ``(B, 9, 3)`` (see :mod:`vectorpose.pretext.sample`).
     """
 
@@ -26,17 +27,24 @@ class PretextMethod:
     vector_weight: float = 0.0
     reconstruction_weight: float = 0.0
     boundary_weight: float = 0.0
+    pretrains: bool = True
 
     def __post_init__(self):
         weights = (self.vector_weight, self.reconstruction_weight, self.boundary_weight)
         if any(w < 0 for w in weights):
             raise ValueError(f"loss weights must be >= 0, got {weights} for method {self.name!r}")
+        if not self.pretrains:
+            if any(weights):
+                raise ValueError(f"method {self.name!r} does not pretrain, so its loss weights must be 0, got {weights}")
+            return
         if self.boundary_weight > 0 and self.reconstruction_weight == 0:
             raise ValueError(f"method {self.name!r}: a boundary term needs the reconstruction term")
         if self.vector_weight == 0 and self.reconstruction_weight == 0:
             raise ValueError(f"method {self.name!r} has no loss term")
 
     def build_network(self, backbone: BackboneConfig) -> PretextNetwork:
+        if not self.pretrains:
+            raise ValueError(f"method {self.name!r} has no pretext network")
         return PretextNetwork(
             backbone,
             vector_head=self.vector_weight > 0,

@@ -48,7 +48,8 @@ class PretrainConfig:
     pretext: PretextConfig = field(default_factory=PretextConfig)
 
     def __post_init__(self):
-        get_method(self.method)
+        if not get_method(self.method).pretrains:
+            raise ValueError(f"method {self.method!r} trains no pretext task; fine-tune without --init instead")
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -1,0 +1,1 @@
+"""The label-efficiency benchmark: pretraining methods compared under one fine-tuning recipe."""

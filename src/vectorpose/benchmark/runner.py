@@ -1,0 +1,335 @@
+"""Running the label-efficiency benchmark: pretrain each method once, fine-tune every cell, evaluate.
+
+A cell is one (method, label fraction, seed). Every cell of a fraction and seed fine-tunes on the same
+labelled cases with the same recipe (the fine-tuning command's defaults), so methods differ only in
+their pretext objective. Layout of ``out``::
+
+    benchmark.json                    the recipe; a rerun must use the same one
+    pretrain/<method>/                pretraining runs (skipped when finished, resumed when cut off)
+    cells/<method>/f<fraction>-s<seed>/
+        model.*, split.json, ...      the fine-tuning run
+        test_metrics.json             per-case Dice / HD95 on the recorded test split
+        external_metrics.json         the same on --test-data (every labelled case)
+        cell.json                     the cell's summary, written last: the cell is finished
+    results.json, report.md, *.png   (see :mod:`vectorpose.benchmark.report`)
+
+A cell without ``cell.json`` was interrupted and is restarted from scratch, so a rerun of the same
+command finishes exactly the missing work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..data.datasets import load_dataset
+from ..errors import DataError, VectorPoseError
+from ..inference.evaluate import evaluate
+from ..methods import get_method
+from ..training.checkpoint import load_model
+from ..training.finetune import FinetuneConfig, finetune
+from ..training.pretrain import PretrainConfig, pretrain
+from ..training.run import resolve_device
+from ..utils.files import write_json
+
+BENCHMARK_FILE = "benchmark.json"
+CELL_FILE = "cell.json"
+# What a benchmark folder may hold before its first run: pretraining runs started by hand are picked up.
+OWN_NAMES = {BENCHMARK_FILE, "pretrain", "cells"}
+DEFAULT_METHODS = ("scratch", "genesis", "vp", "bfr", "vectorpose")
+DEFAULT_FRACTIONS = (0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What a benchmark runs. ``seeds`` is a count: seeds ``0 .. seeds-1``.
+
+    ``pretraining`` and ``finetuning`` are the recipes (backbone, patch, optimiser, ...); the fields
+    here override their method, steps, seeds, split and placement per run, and the fine-tuning
+    backbone is always the pretraining one, so a scratch network is the same network as a
+    pretrained one. ``device`` and ``workers`` say where it runs, not what it computes, so they may
+    change between a run and its resumption; everything else must stay the same.
+    """
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    seeds: int = 3
+    pretrain_steps: int = 2000
+    finetune_steps: int = 1000
+    val_every: int = 100
+    split_seed: int = 0
+    transfer: str = "encoder"
+    pretrain_seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    pretrained: dict[str, str] = field(default_factory=dict)
+    pretraining: PretrainConfig = field(default_factory=PretrainConfig)
+    finetuning: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        if not self.methods:
+            raise ValueError("methods must name at least one method")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must not repeat, got {self.methods}")
+        for m in self.methods:
+            get_method(m)
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"fractions must not repeat, got {self.fractions}")
+        for name in ("seeds", "pretrain_steps", "finetune_steps", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in self.pretrained:
+            if name not in self.methods:
+                raise ValueError(f"a pretrained run is given for {name!r}, which is not among the methods {self.methods}")
+            if not get_method(name).pretrains:
+                raise ValueError(f"method {name!r} does not pretrain; it takes no pretrained run")
+        self.finetune_config(self.fractions[0], 0)  # the recipe must be valid before anything runs
+
+    def pretrain_config(self, method: str) -> PretrainConfig:
+        return replace(self.pretraining, method=method, steps=self.pretrain_steps, seed=self.pretrain_seed, device=self.device,
+                       workers=self.workers)
+
+    def finetune_config(self, fraction: float, seed: int) -> FinetuneConfig:
+        return replace(self.finetuning, steps=self.finetune_steps, label_fraction=fraction, labelled=None, seed=seed,
+                       split_seed=self.split_seed, transfer=self.transfer, val_every=self.val_every, device=self.device,
+                       workers=self.workers, backbone=self.pretraining.backbone)
+
+    def recipe(self) -> dict:
+        """The settings that decide the numbers (for the resumption check and the report)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("methods", "fractions", "seeds", "device", "workers", "pretrained")}
+        d["pretraining"] = _without_placement(self.pretrain_config("vectorpose").to_json())
+        d["finetuning"] = _without_placement(self.finetune_config(1.0, 0).to_json())
+        for key in ("method", "seed", "label_fraction", "labelled"):
+            d["pretraining"].pop(key, None)
+            d["finetuning"].pop(key, None)
+        return d
+
+    def cells(self) -> list[tuple[str, float, int]]:
+        return [(m, f, s) for f in self.fractions for s in range(self.seeds) for m in self.methods]
+
+
+def cell_dir(out: Path, method: str, fraction: float, seed: int) -> Path:
+    return out / "cells" / method / f"f{fraction:g}-s{seed}"
+
+
+def _without_placement(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in ("device", "workers")}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def finished_cell(path: Path, config: BenchmarkConfig, fraction: float, seed: int, init: Path | None) -> dict | None:
+    """The cell's summary if it finished with this recipe and initialisation, else ``None``."""
+    cell = _read_json(path / CELL_FILE)
+    if cell is None:
+        return None
+    expected = _without_placement(config.finetune_config(fraction, seed).to_json())
+    if _without_placement(cell.get("finetune", {})) != expected or cell.get("init") != _init_name(init):
+        return None
+    return cell
+
+
+def _init_name(init: Path | None) -> str | None:
+    return str(init.resolve()) if init is not None else None
+
+
+def pretraining_state(path: Path, config: PretrainConfig, data: Path) -> str:
+    """``"done"``, ``"resume"`` (cut off after a checkpoint) or ``"start"`` for a pretraining run of
+    ``config`` on ``data`` in ``path``, however the run was started (by hand or by a benchmark).
+
+    A folder holding a run with other settings is refused rather than overwritten.
+    """
+    saved = _read_json(path / "config.json")
+    if saved is None:
+        if path.is_dir() and any(path.iterdir()):
+            raise VectorPoseError(f"{path}: holds files that are not a pretraining run; remove them or pass the run with --pretrained")
+        return "start"
+    same = saved.get("data") == str(data.resolve()) and _without_placement(saved.get("pretrain", {})) == _without_placement(config.to_json())
+    if not same:
+        raise VectorPoseError(f"{path}: holds a pretraining run with other settings or data; remove it or pass it with --pretrained")
+    model = _read_json(path / "model.json")
+    if model is not None and model.get("step") == config.steps:
+        return "done"
+    # resume.pt must come from the same placement too, since pretrain() checks the whole config.
+    return "resume" if (path / "resume.pt").is_file() and saved["pretrain"] == config.to_json() else "start"
+
+
+def _summary(result: dict) -> dict:
+    return {"num_cases": result["num_cases"], "mean_dice": result["mean_dice"], "mean_hd95": result["mean_hd95"],
+            "per_class": result["per_class"]}
+
+
+def _check_data(data: Path, test_data: Path | None) -> None:
+    dataset = load_dataset(data)
+    if not dataset.labelled:
+        raise DataError(data, "no labelled cases (the benchmark fine-tunes and evaluates on labels)")
+    if dataset.modality is None:
+        raise DataError(data, "modality unknown: dataset.json names none")
+    if test_data is not None:
+        external = load_dataset(test_data)
+        if not external.labelled:
+            raise DataError(test_data, "no labelled cases to evaluate")
+        if external.labels and external.labels != dataset.labels:
+            raise DataError(test_data, f"declares labels {external.labels}, but {data} declares {dataset.labels}")
+        if external.modality is not None and external.modality != dataset.modality:
+            raise DataError(test_data, f"is {external.modality} data, but {data} is {dataset.modality}")
+
+
+def _check_pretrained(name: str, path: str, config: BenchmarkConfig) -> None:
+    _, meta = load_model(path, task="pretext", hint="--pretrained takes METHOD=RUN with a pretraining run or model")
+    if meta["method"] != name:
+        raise VectorPoseError(f"{path}: was pretrained with method {meta['method']!r}, not {name!r}")
+    if meta["backbone"] != config.pretraining.backbone.to_json():
+        raise VectorPoseError(f"{path}: its backbone {meta['backbone']['channels']} differs from the benchmark's "
+                              f"{list(config.pretraining.backbone.channels)}; every method must share one network")
+
+
+@dataclass
+class BenchmarkRun:
+    out: Path
+    cells: list[dict]
+    pretraining: dict[str, dict]
+    trained_cells: int
+    trained_pretraining: int
+
+
+def run_benchmark(
+    data: str | Path,
+    out: str | Path,
+    config: BenchmarkConfig = BenchmarkConfig(),
+    test_data: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    notes: str | None = None,
+) -> BenchmarkRun:
+    """Run (or finish) the benchmark in ``out`` and write ``results.json``, ``report.md`` and the plots."""
+    from tqdm.auto import tqdm
+
+    from .report import write_outputs
+
+    data, out = Path(data), Path(out)
+    test_data = Path(test_data) if test_data is not None else None
+    _check_data(data, test_data)
+    for name, path in config.pretrained.items():
+        _check_pretrained(name, path, config)
+    external = str(test_data.resolve()) if test_data else None
+    header = {"data": str(data.resolve()), "recipe": config.recipe()}
+    saved = _read_json(out / BENCHMARK_FILE)
+    if saved is not None and saved != header:
+        changed = [k for k in header["recipe"] if saved.get("recipe", {}).get(k) != header["recipe"][k]]
+        what = ", ".join(changed) if changed else "data"
+        raise VectorPoseError(f"{out}: holds a benchmark with other settings ({what}); use another --out")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES) if out.is_dir() else []
+    if saved is None and foreign:
+        raise VectorPoseError(f"{out}: already holds other files ({', '.join(foreign[:3])}); give an empty or new folder")
+    write_json(out / BENCHMARK_FILE, header)
+
+    # Plan: which pretraining runs and cells still need work.
+    pre_runs: dict[str, Path] = {}
+    pre_todo = []
+    for m in config.methods:
+        if not get_method(m).pretrains:
+            continue
+        if m in config.pretrained:
+            pre_runs[m] = Path(config.pretrained[m])
+            continue
+        pre_runs[m] = out / "pretrain" / m
+        state = pretraining_state(pre_runs[m], config.pretrain_config(m), data)
+        if state != "done":
+            pre_todo.append((m, state == "resume"))
+    cells = config.cells()
+    done = {c: finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0])) for c in cells}
+    todo = [c for c in cells if done[c] is None]
+    # A finished cell evaluated on another (or no) external set only needs that evaluation redone.
+    rescore = [c for c in cells if done[c] is not None and done[c].get("external_data") != external]
+
+    total = len(pre_todo) + len(cells)
+    bar = tqdm(total=total, initial=len(cells) - len(todo), desc="benchmark", unit="job", disable=not progress, dynamic_ncols=True)
+    try:
+        for m, resume in pre_todo:
+            bar.set_postfix_str(f"pretraining {m}")
+            pretrain(data, pre_runs[m], config.pretrain_config(m), cache_dir=cache_dir, resume=resume, overwrite=not resume, progress=False)
+            bar.update(1)
+        for method, fraction, seed in todo:
+            path = cell_dir(out, method, fraction, seed)
+            bar.set_postfix_str(f"{method} {fraction:g} seed {seed}")
+            done[(method, fraction, seed)] = run_cell(data, path, config, method, fraction, seed,
+                                                      pre_runs.get(method), test_data, cache_dir)
+            cell = done[(method, fraction, seed)]
+            bar.write(f"{method:>10}  fraction {fraction:g}  seed {seed}  labelled {cell['labelled']:>4}  "
+                      f"test Dice {cell['test']['mean_dice']:.3f}  ({cell['finetune_s'] / 60:.1f} min)")
+            bar.update(1)
+        for c in rescore:
+            done[c] = score_cell(cell_dir(out, *c), done[c], data, test_data, config.device, cache_dir)
+    finally:
+        bar.close()
+
+    pretraining = {m: _pretraining_info(m, p, out) for m, p in pre_runs.items()}
+    rows = [done[c] for c in cells]
+    write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
+    return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo))
+
+
+def _pretraining_info(method: str, path: Path, out: Path) -> dict:
+    model = _read_json(path / "model.json") if path.is_dir() else _read_json(path.with_suffix(".json"))
+    run_dir = path if path.is_dir() else path.parent
+    elapsed = None
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        times = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
+        elapsed = times[-1] if times else None
+        last = rows[-1] if rows else {}
+    else:
+        last = {}
+    inside = run_dir.resolve().is_relative_to(out.resolve())
+    return {
+        "run": str(path), "supplied": not inside, "steps": (model or {}).get("step"),
+        "backbone": (model or {}).get("backbone"), "patch_size": (model or {}).get("patch_size"),
+        "wall_s": elapsed, "final_losses": {k: last[k] for k in ("total", "vp", "rec", "boundary") if k in last},
+    }
+
+
+def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, fraction: float, seed: int, init: Path | None,
+             test_data: Path | None, cache_dir) -> dict:
+    """Fine-tune and evaluate one cell from scratch (an interrupted attempt is removed first)."""
+    if path.exists():
+        shutil.rmtree(path)
+    fconfig = config.finetune_config(fraction, seed)
+    t0 = time.perf_counter()
+    result = finetune(data, path, fconfig, init=init, cache_dir=cache_dir, progress=False)
+    cell = {
+        "method": method, "fraction": fraction, "seed": seed, "labelled": len(result.split.labelled),
+        "val_dice": result.best_dice if math.isfinite(result.best_dice) else None, "best_step": result.best_step,
+        "finetune_s": time.perf_counter() - t0, "init": _init_name(init), "finetune": fconfig.to_json(),
+    }
+    return score_cell(path, cell, data, test_data, config.device, cache_dir)
+
+
+def score_cell(path: Path, cell: dict, data: Path, test_data: Path | None, device: str, cache_dir) -> dict:
+    """Evaluate a fine-tuned cell on its test split and on ``test_data``; write ``cell.json`` last."""
+    device = str(resolve_device(device))
+    t0 = time.perf_counter()
+    test = evaluate(path, data, path / "test_metrics.json", device=device, cache_dir=cache_dir, overwrite=True)
+    external = None
+    (path / "external_metrics.json").unlink(missing_ok=True)
+    if test_data is not None:
+        external = evaluate(path, test_data, path / "external_metrics.json", all_cases=True, device=device, cache_dir=cache_dir, overwrite=True)
+    cell = {**cell, "evaluate_s": time.perf_counter() - t0, "test": _summary(test), "external": _summary(external) if external else None,
+            "external_data": str(test_data.resolve()) if test_data else None}
+    write_json(path / CELL_FILE, cell)
+    return cell

@@ -1,0 +1,220 @@
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vectorpose.benchmark import runner
+from vectorpose.benchmark.runner import BenchmarkConfig, cell_dir, pretraining_state, run_benchmark
+from vectorpose.data.synthetic import LABELS
+from vectorpose.benchmark.stats import paired_difference, summarise_values
+from vectorpose.errors import VectorPoseError
+from vectorpose.models.backbone import BackboneConfig
+from vectorpose.pretext.sample import PretextConfig
+from vectorpose.training.finetune import FinetuneConfig
+from vectorpose.training.pretrain import PretrainConfig
+
+SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+
+
+def tiny(**overrides) -> BenchmarkConfig:
+    settings = dict(
+        methods=("scratch", "vectorpose"), fractions=(0.4, 1.0), seeds=2, pretrain_steps=3, finetune_steps=2, val_every=2,
+        device="cpu", pretraining=PretrainConfig(batch_size=2, backbone=SMALL, pretext=PretextConfig(patch_size=16), device="cpu"),
+        finetuning=FinetuneConfig(batch_size=1, patch_size=(16, 16, 16), log_every=1, device="cpu"),
+    )
+    return BenchmarkConfig(**(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def benchmark_data(tmp_path_factory):
+    from vectorpose.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("bench")
+    return make_synthetic_dataset(root / "data", num_cases=10, seed=1), make_synthetic_dataset(root / "external", num_cases=2, seed=7)
+
+
+class Counter:
+    """Counts the calls of a training function while still running it."""
+
+    def __init__(self, monkeypatch, name):
+        self.calls = 0
+        real = getattr(runner, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(runner, name, counted)
+
+
+@pytest.fixture(scope="module")
+def finished(benchmark_data, tmp_path_factory):
+    data, external = benchmark_data
+    out = tmp_path_factory.mktemp("run") / "bench"
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False, command="vectorpose benchmark test")
+    return data, external, out, run
+
+
+def test_writes_every_cell_and_output(finished):
+    _, _, out, run = finished
+    assert (run.trained_cells, run.trained_pretraining) == (8, 1)
+    results = json.loads((out / "results.json").read_text())
+    keys = {(c["method"], c["fraction"], c["seed"]) for c in results["cells"]}
+    assert keys == {(m, f, s) for m in ("scratch", "vectorpose") for f in (0.4, 1.0) for s in (0, 1)}
+    for cell in results["cells"]:
+        for score in ("test", "external"):
+            assert 0 <= cell[score]["mean_dice"] <= 1
+            assert set(cell[score]["per_class"]) == set(LABELS.values()) - {"background"}
+        assert cell["external"]["num_cases"] == 2
+        assert cell["finetune_s"] > 0 and cell["labelled"] >= 1
+        assert (cell["init"] is None) == (cell["method"] == "scratch")
+    # nested labelled subsets: the same seed sees more cases at a larger fraction
+    labelled = {(c["fraction"], c["seed"]): c["labelled"] for c in results["cells"]}
+    assert labelled[(0.4, 0)] < labelled[(1.0, 0)]
+    for name in ("report.md", "dice_vs_labels.png", "gain_over_scratch.png", "dice_vs_labels_external.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "dice_vs_labels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "vectorpose benchmark test" in report and "Paired difference to `scratch`" in report
+
+
+def test_statistics_in_results_match_the_cells(finished):
+    _, _, out, _ = finished
+    results = json.loads((out / "results.json").read_text())
+    cells = results["cells"]
+    for f in (0.4, 1.0):
+        dice = {m: {c["seed"]: c["test"]["mean_dice"] for c in cells if c["method"] == m and c["fraction"] == f} for m in ("scratch", "vectorpose")}
+        s = results["statistics"]["test"]["summary"][f"vectorpose@{f:g}"]
+        ref = summarise_values(list(dice["vectorpose"].values()))
+        assert s["mean"] == pytest.approx(np.mean(list(dice["vectorpose"].values())))
+        assert s["ci_low"] == pytest.approx(ref.ci_low)
+        d = results["statistics"]["test"]["vs_scratch"][f"vectorpose@{f:g}"]
+        assert d["mean"] == pytest.approx(np.mean([dice["vectorpose"][k] - dice["scratch"][k] for k in (0, 1)]))
+        ref = paired_difference(dice["vectorpose"], dice["scratch"])
+        assert (d["ci_low"], d["ci_high"]) == (pytest.approx(ref.summary.ci_low), pytest.approx(ref.summary.ci_high))
+        assert d["positive"] == ref.positive
+
+
+def test_rerun_trains_nothing(finished, monkeypatch):
+    data, external, out, _ = finished
+    finetunes, pretrains = Counter(monkeypatch, "finetune"), Counter(monkeypatch, "pretrain")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert (finetunes.calls, pretrains.calls) == (0, 0)
+    assert (run.trained_cells, run.trained_pretraining) == (0, 0)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == before
+
+
+def test_interrupted_cell_restarts_alone(finished, monkeypatch):
+    data, external, out, _ = finished
+    broken = cell_dir(out, "vectorpose", 0.4, 1)
+    (broken / "cell.json").unlink()  # as if killed after training, before scoring finished
+    (broken / "leftover.tmp").write_text("partial")
+    finetunes = Counter(monkeypatch, "finetune")
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert finetunes.calls == 1 and run.trained_cells == 1
+    assert (broken / "cell.json").is_file() and not (broken / "leftover.tmp").exists()
+
+
+def test_added_seed_trains_only_new_cells(benchmark_data, tmp_path, monkeypatch):
+    data, _ = benchmark_data
+    out = tmp_path / "bench"
+    config = tiny(methods=("scratch",), fractions=(1.0,), seeds=1)
+    run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    finetunes = Counter(monkeypatch, "finetune")
+    run = run_benchmark(data, out, tiny(methods=("scratch",), fractions=(1.0,), seeds=2), cache_dir=tmp_path / "cache", progress=False)
+    assert finetunes.calls == 1 and len(run.cells) == 2
+
+
+def test_refuses_changed_recipe(benchmark_data, tmp_path):
+    data, _ = benchmark_data
+    out = tmp_path / "bench"
+    run_benchmark(data, out, tiny(methods=("scratch",), fractions=(1.0,), seeds=1), cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(VectorPoseError, match="finetune_steps"):
+        run_benchmark(data, out, tiny(methods=("scratch",), fractions=(1.0,), seeds=1, finetune_steps=3), progress=False)
+
+
+def test_refuses_foreign_folder(benchmark_data, tmp_path):
+    data, _ = benchmark_data
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "mine.txt").write_text("keep me")
+    with pytest.raises(VectorPoseError, match="already holds other files"):
+        run_benchmark(data, tmp_path / "results", tiny(), progress=False)
+    assert (tmp_path / "results" / "mine.txt").read_text() == "keep me"
+
+
+def test_supplied_pretraining_is_used_not_retrained(benchmark_data, finished, tmp_path, monkeypatch):
+    data, _, out, _ = finished
+    pretrains = Counter(monkeypatch, "pretrain")
+    config = tiny(methods=("scratch", "vectorpose"), fractions=(1.0,), seeds=1, pretrained={"vectorpose": str(out / "pretrain" / "vectorpose")})
+    run = run_benchmark(data, tmp_path / "b2", config, cache_dir=tmp_path / "cache", progress=False)
+    assert pretrains.calls == 0 and run.pretraining["vectorpose"]["supplied"]
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"methods": ()}, "at least one"),
+        ({"methods": ("scratch", "nope")}, "unknown method"),
+        ({"methods": ("scratch", "scratch")}, "repeat"),
+        ({"fractions": (0.0, 1.0)}, "fractions"),
+        ({"fractions": (1.5,)}, "fractions"),
+        ({"seeds": 0}, "seeds"),
+        ({"finetune_steps": 0}, "finetune_steps"),
+        ({"pretrained": {"genesis": "x"}}, "not among the methods"),
+        ({"pretrained": {"scratch": "x"}}, "does not pretrain"),
+    ],
+)
+def test_config_validation(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**overrides)
+
+
+def test_methods_share_one_recipe():
+    config = tiny()
+    pre = {m: config.pretrain_config(m).to_json() for m in ("vectorpose", "genesis")}
+    assert {k: v for k, v in pre["vectorpose"].items() if k != "method"} == {k: v for k, v in pre["genesis"].items() if k != "method"}
+    ft = config.finetune_config(0.4, 1)
+    assert ft.backbone == SMALL and ft.label_fraction == 0.4 and ft.seed == 1 and ft.steps == 2
+
+
+def test_cli_benchmark_rejects_bad_options(benchmark_data, tmp_path, capsys):
+    from vectorpose.cli import main
+
+    data, _ = benchmark_data
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", str(data), "--out", str(tmp_path / "b"), "--methods", "scratch,magic"])
+    assert exc.value.code == 2 and "unknown method 'magic'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", str(data), "--out", str(tmp_path / "b"), "--pretrained", "vectorpose"])
+    assert exc.value.code == 2 and "METHOD=RUN" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", str(tmp_path / "missing"), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "missing" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
+
+def test_pretraining_state(finished, tmp_path):
+    data, _, out, _ = finished
+    run = tmp_path / "pre"
+    shutil.copytree(out / "pretrain" / "vectorpose", run)
+    config = tiny().pretrain_config("vectorpose")
+    assert pretraining_state(run, config, data) == "done"
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "step": 1}))  # cut off after a checkpoint
+    assert pretraining_state(run, config, data) == "resume"
+    (run / "resume.pt").unlink()
+    assert pretraining_state(run, config, data) == "start"
+    with pytest.raises(VectorPoseError, match="other settings"):
+        pretraining_state(run, replace(config, lr=0.5), data)
+    with pytest.raises(VectorPoseError, match="other settings or data"):
+        pretraining_state(run, config, tmp_path)
+    assert pretraining_state(tmp_path / "absent", config, data) == "start"
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "weights.bin").write_bytes(b"mine")
+    with pytest.raises(VectorPoseError, match="not a pretraining run"):
+        pretraining_state(tmp_path / "foreign", config, data)
