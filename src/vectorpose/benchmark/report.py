@@ -19,6 +19,7 @@ from ..utils.files import atomic_write, write_json
 from .stats import paired_difference, summarise_values
 
 BASELINE = "scratch"
+MAIN_METHOD = "vectorpose"
 SCORES = {"test": "test split", "external": "external test data"}
 
 
@@ -34,23 +35,28 @@ def versions() -> dict:
             "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}"}
 
 
+def _by_seed(rows: list[dict], score: str, method: str, fraction: float) -> dict[int, float]:
+    return {r["seed"]: r[score]["mean_dice"] for r in rows if r["method"] == method and r["fraction"] == fraction and r.get(score)}
+
+
 def statistics(rows: list[dict], score: str) -> dict:
-    """Per (method, fraction): the summary of mean Dice over seeds, and the paired difference to scratch."""
-    out: dict = {"summary": {}, "vs_scratch": {}}
+    """Per ``"method@fraction"``: the summary of mean Dice over seeds (``summary``), its difference to
+    scratch paired over seeds (``vs_scratch``) and VectorPOSE's paired difference to every other
+    pretraining method (``vectorpose_vs``, keyed ``"other@fraction"``)."""
+    out: dict = {"summary": {}, "vs_scratch": {}, "vectorpose_vs": {}}
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fractions = sorted({r["fraction"] for r in rows})
     for m in methods:
         for f in fractions:
-            by_seed = {r["seed"]: r[score]["mean_dice"] for r in rows if r["method"] == m and r["fraction"] == f and r.get(score)}
+            by_seed = _by_seed(rows, score, m, f)
             if not by_seed:
                 continue
             key = f"{m}@{f:g}"
             out["summary"][key] = summarise_values(list(by_seed.values())).to_json()
-            if m != BASELINE:
-                base = {r["seed"]: r[score]["mean_dice"] for r in rows if r["method"] == BASELINE and r["fraction"] == f and r.get(score)}
-                diff = paired_difference(by_seed, base)
-                if diff is not None:
-                    out["vs_scratch"][key] = diff.to_json()
+            if m != BASELINE and (diff := paired_difference(by_seed, _by_seed(rows, score, BASELINE, f))) is not None:
+                out["vs_scratch"][key] = diff.to_json()
+            if m not in (BASELINE, MAIN_METHOD) and (diff := paired_difference(_by_seed(rows, score, MAIN_METHOD, f), by_seed)) is not None:
+                out["vectorpose_vs"][key] = diff.to_json()
     return out
 
 
@@ -88,6 +94,7 @@ def _tables(rows: list[dict], stats: dict) -> str:
     fractions = sorted({r["fraction"] for r in rows})
     summary = ["| method | labelled | seeds | mean Dice ± std | 95 % CI |", "|---|---|---|---|---|"]
     gain = ["| method | labelled | mean difference | 95 % CI | seeds where higher |", "|---|---|---|---|---|"]
+    versus = ["| other method | labelled | vectorpose − other | 95 % CI | seeds where vectorpose is higher |", "|---|---|---|---|---|"]
     for f in fractions:
         for m in methods:
             s = stats["summary"].get(f"{m}@{f:g}")
@@ -96,7 +103,13 @@ def _tables(rows: list[dict], stats: dict) -> str:
             d = stats["vs_scratch"].get(f"{m}@{f:g}")
             if d is not None:
                 gain.append(f"| {m} | {_labelled(rows, f)} ({f:.0%}) | {_fmt(d['mean'], True)} | {_interval(d, True)} | {d['positive']} of {d['n']} |")
-    return "\n".join(summary) + "\n\nPaired difference to `scratch` (same labelled cases and seed):\n\n" + "\n".join(gain)
+            d = stats["vectorpose_vs"].get(f"{m}@{f:g}")
+            if d is not None:
+                versus.append(f"| {m} | {_labelled(rows, f)} ({f:.0%}) | {_fmt(d['mean'], True)} | {_interval(d, True)} | {d['positive']} of {d['n']} |")
+    text = "\n".join(summary) + "\n\nPaired difference to `scratch` (same labelled cases and seed):\n\n" + "\n".join(gain)
+    if len(versus) > 2:
+        text += "\n\n`vectorpose` against the other pretraining methods, paired the same way:\n\n" + "\n".join(versus)
+    return text
 
 
 def _cells_table(rows: list[dict], score: str) -> str:

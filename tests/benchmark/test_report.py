@@ -1,0 +1,63 @@
+"""Statistics, tables and plots of the report, from hand-made cells (no training)."""
+
+import math
+
+import pytest
+
+from vectorpose.benchmark.report import headline_table, plot, statistics
+
+T975_DF2 = 4.302653  # Student t, two-sided 95 %, 2 degrees of freedom
+
+DICE = {  # method -> fraction -> seed -> mean Dice
+    "scratch": {0.1: {0: 0.60, 1: 0.70, 2: 0.65}, 1.0: {0: 0.85, 1: 0.86, 2: 0.87}},
+    "genesis": {0.1: {0: 0.62, 1: 0.69, 2: 0.70}, 1.0: {0: 0.85, 1: 0.85, 2: 0.88}},
+    "vectorpose": {0.1: {0: 0.70, 1: 0.75, 2: 0.71}, 1.0: {0: 0.86, 1: 0.86, 2: 0.86}},
+}
+LABELLED = {0.1: 14, 1.0: 145}
+
+
+def cells() -> list[dict]:
+    rows = []
+    for method, by_fraction in DICE.items():
+        for fraction, by_seed in by_fraction.items():
+            for seed, dice in by_seed.items():
+                per_class = {"a": {"dice": dice - 0.01, "hd95": 2.0}, "b": {"dice": dice + 0.01, "hd95": 3.0}}
+                rows.append({"method": method, "fraction": fraction, "seed": seed, "labelled": LABELLED[fraction],
+                             "test": {"num_cases": 5, "mean_dice": dice, "mean_hd95": 2.5, "per_class": per_class}})
+    return rows
+
+
+def test_paired_differences_by_hand():
+    stats = statistics(cells(), "test")
+    # vectorpose - scratch at 10 %: +0.10, +0.05, +0.06 -> mean 0.07, std sqrt(((0.03)^2 + (0.02)^2 + (0.01)^2) / 2) = sqrt(0.0007)
+    d = stats["vs_scratch"]["vectorpose@0.1"]
+    assert d["mean"] == pytest.approx(0.07)
+    assert d["std"] == pytest.approx(math.sqrt(0.0007))
+    half = T975_DF2 * math.sqrt(0.0007) / math.sqrt(3)
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(0.07 - half), pytest.approx(0.07 + half))
+    assert d["positive"] == 3
+    # vectorpose - genesis at 10 %: +0.08, +0.06, +0.01 -> mean 0.05
+    v = stats["vectorpose_vs"]["genesis@0.1"]
+    assert v["mean"] == pytest.approx(0.05) and v["positive"] == 3
+    # at 100 %: genesis - scratch = 0, -0.01, +0.01 -> mean 0, one positive
+    g = stats["vs_scratch"]["genesis@1"]
+    assert g["mean"] == pytest.approx(0.0, abs=1e-12) and g["positive"] == 1
+    assert "scratch@0.1" not in stats["vs_scratch"] and "vectorpose@0.1" not in stats["vectorpose_vs"]
+    s = stats["summary"]["scratch@0.1"]
+    assert (s["mean"], s["std"], s["n"]) == (pytest.approx(0.65), pytest.approx(0.05), 3)
+
+
+def test_headline_table_lists_every_method_and_fraction():
+    rows = cells()
+    table = headline_table(rows, statistics(rows, "test")).splitlines()
+    assert table[0] == "| method | 14 labelled (10%) | 145 labelled (100%) |"
+    assert table[2] == "| scratch | 0.650 ± 0.050 | 0.860 ± 0.010 |"
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| scratch", "| genesis", "| vectorpose"]
+
+
+def test_plots_are_png(tmp_path):
+    rows = cells()
+    written = plot(rows, statistics(rows, "test"), tmp_path)
+    assert [p.name for p in written] == ["dice_vs_labels.png", "gain_over_scratch.png"]
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
