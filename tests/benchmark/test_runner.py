@@ -218,3 +218,14 @@ def test_pretraining_state(finished, tmp_path):
     (tmp_path / "foreign" / "weights.bin").write_bytes(b"mine")
     with pytest.raises(VectorPoseError, match="not a pretraining run"):
         pretraining_state(tmp_path / "foreign", config, data)
+
+
+def test_changed_external_set_rescores_without_training(finished, monkeypatch):
+    """Runs last in this file: it drops the external scores of the shared benchmark folder."""
+    data, _, out, _ = finished
+    finetunes = Counter(monkeypatch, "finetune")
+    run = run_benchmark(data, out, tiny(), test_data=None, cache_dir=out.parent / "cache", progress=False)
+    assert finetunes.calls == 0
+    assert all(c["external"] is None and c["external_data"] is None for c in run.cells)
+    assert not list(out.rglob("external_metrics.json"))
+    assert not (out / "dice_vs_labels_external.png").exists() and "External test data" not in (out / "report.md").read_text()

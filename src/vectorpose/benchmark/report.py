@@ -188,6 +188,8 @@ def plot(rows: list[dict], stats: dict, out: Path, score: str = "test") -> list[
         fig.tight_layout()
         written.append(_save(fig, out / f"gain_over_scratch{suffix}.png"))
         plt.close(fig)
+    else:
+        (out / f"gain_over_scratch{suffix}.png").unlink(missing_ok=True)  # stale from an earlier run
     return written
 
 
@@ -209,9 +211,12 @@ def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: 
     write_json(out / "results.json", results)
     for s in scores:
         plot(rows, stats[s], out, s)
+    if test_data is None:  # an earlier run's plots of another external set would be stale
+        for name in ("dice_vs_labels_external.png", "gain_over_scratch_external.png"):
+            (out / name).unlink(missing_ok=True)
 
-    first = rows[0]
-    recipe = first["finetune"]
+    recipe = rows[0]["finetune"]
+    patch = "automatically sized" if recipe["patch_size"] is None else "×".join(str(v) for v in recipe["patch_size"])
     pre_rows = []
     for m, p in pretraining.items():
         run = f"supplied: `{p['run']}`" if p["supplied"] else "trained here"
@@ -238,7 +243,7 @@ Data: `{data}`{f"; external test data: `{test_data}`" if test_data else ""}.
 Machine and versions: {info['machine']}; vectorpose {info['vectorpose']}, torch {info['torch']}, MONAI {info['monai']},
 NumPy {info['numpy']}, Python {info['python']}.
 
-Each (method, fraction, seed) cell fine-tunes with the same recipe: {recipe['steps']} steps, batch {recipe['batch_size']},
+Each (method, fraction, seed) cell fine-tunes with the same recipe: {recipe['steps']} steps, batch {recipe['batch_size']} of {patch} patches,
 AdamW lr {recipe['lr']} (cosine), Dice + cross-entropy, `{recipe['transfer']}` transfer of pretrained weights, validation every
 {recipe['val_every']} steps with the best validation model kept, split seed {recipe['split_seed']} (a fixed test and validation
 split; seed `s` draws the labelled cases, nested across fractions, and seeds the new weights and the patch stream, the same for

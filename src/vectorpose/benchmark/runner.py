@@ -278,13 +278,13 @@ def run_benchmark(
     finally:
         bar.close()
 
-    pretraining = {m: _pretraining_info(m, p, out) for m, p in pre_runs.items()}
+    pretraining = {m: _pretraining_info(p, out) for m, p in pre_runs.items()}
     rows = [done[c] for c in cells]
     write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
     return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo))
 
 
-def _pretraining_info(method: str, path: Path, out: Path) -> dict:
+def _pretraining_info(path: Path, out: Path) -> dict:
     model = _read_json(path / "model.json") if path.is_dir() else _read_json(path.with_suffix(".json"))
     run_dir = path if path.is_dir() else path.parent
     elapsed = None
