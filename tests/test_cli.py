@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import json
 from pathlib import Path
 
@@ -215,3 +216,60 @@ def test_synth_command(tmp_path, capsys):
     assert code == 0 and len(list((tmp_path / "d" / "imagesTr").glob("*.nii.gz"))) == 3
     code, _, err = run(["synth", tmp_path / "d", "--cases", "3"], capsys)
     assert_one_line_error(code, err, str(tmp_path / "d"), "--overwrite")
+
+
+class Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture(scope="module")
+def trained_runs(synthetic_dataset, tmp_path_factory):
+    """A tiny pretraining run and a tiny fine-tuning run, made through the CLI."""
+    root = tmp_path_factory.mktemp("runs")
+    cache = root / "cache"
+    for args in (["pretrain", synthetic_dataset, "--out", root / "pre", "--steps", "2", "--batch", "2", "--patch", "16",
+                  "--channels", "4,8,16", "--cache", cache, "--quiet"],
+                 ["finetune", synthetic_dataset, "--out", root / "seg", "--labeled", "2", "--steps", "2", "--batch", "1",
+                  "--patch", "16", "--channels", "4,8,16", "--val-every", "2", "--cache", cache, "--quiet"]):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            assert not exc.code, args
+    return root / "pre", root / "seg", cache
+
+
+@pytest.mark.parametrize("command", ["finetune --init", "evaluate", "predict", "benchmark --pretrained", "pretrain --resume",
+                                     "finetune --resume"])
+def test_pickle_payload_never_runs(command, trained_runs, synthetic_dataset, tmp_path, capsys):
+    """Every place that accepts a model file (or, with --resume, resume state) refuses a crafted pickle without running it."""
+    pre, seg, cache = trained_runs
+    resuming = command.endswith("--resume")
+    source = {"finetune --init": pre, "benchmark --pretrained": pre, "pretrain --resume": pre, "evaluate": seg, "predict": seg,
+              "finetune --resume": seg}[command]
+    evil = tmp_path / "evil"
+    shutil.copytree(source, evil)
+    marker = tmp_path / "pwned"
+    torch.save({"payload": Payload(marker)}, evil / ("resume.pt" if resuming else "model.safetensors"))
+    image = next((synthetic_dataset / "imagesTr").iterdir())
+    args = {
+        "finetune --init": ["finetune", synthetic_dataset, "--out", tmp_path / "ft", "--init", evil, "--labeled", "2", "--steps", "1",
+                            "--patch", "16", "--cache", cache, "--quiet"],
+        "evaluate": ["evaluate", evil, synthetic_dataset, "--cache", cache],
+        "predict": ["predict", evil, image, tmp_path / "pred"],
+        "benchmark --pretrained": ["benchmark", synthetic_dataset, "--out", tmp_path / "bench", "--methods", "scratch,vectorpose",
+                                   "--pretrained", f"vectorpose={evil}", "--cache", cache, "--quiet"],
+        "pretrain --resume": ["pretrain", synthetic_dataset, "--out", evil, "--resume", "--steps", "3", "--batch", "2", "--patch", "16",
+                              "--channels", "4,8,16", "--cache", cache, "--quiet"],
+        "finetune --resume": ["finetune", synthetic_dataset, "--out", evil, "--resume", "--labeled", "2", "--steps", "3", "--batch", "1",
+                              "--patch", "16", "--channels", "4,8,16", "--val-every", "2", "--cache", cache, "--quiet"],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert_one_line_error(code, err, str(evil))
+    assert not marker.exists()
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "ft").exists()
