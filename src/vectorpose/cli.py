@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import DatasetError, VectorPoseError
+from .errors import DatasetError, TrainingStopped, VectorPoseError
 
 
 def _floats(text: str, n: int | None = None) -> tuple[float, ...]:
@@ -278,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except TrainingStopped as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(128 + int(exc.signum))
     except DatasetError as exc:
         if debug:
             traceback.print_exc()

@@ -24,3 +24,11 @@ class DatasetError(VectorPoseError):
     def __init__(self, problems: list[DataError]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class TrainingStopped(VectorPoseError):
+    """A run stopped by SIGINT / SIGTERM at a step boundary, with its resume state saved."""
+
+    def __init__(self, message: str, signum: int):
+        self.signum = signum
+        super().__init__(message)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..data.datasets import load_dataset
-from ..errors import DataError, VectorPoseError
+from ..errors import DataError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
 from ..training.checkpoint import load_model
@@ -275,6 +276,10 @@ def run_benchmark(
             bar.update(1)
         for c in rescore:
             done[c] = score_cell(cell_dir(out, *c), done[c], data, test_data, config.device, cache_dir)
+    except TrainingStopped as exc:
+        name = signal.Signals(exc.signum).name
+        raise TrainingStopped(f"{out}: benchmark stopped by {name}; rerun the same command to finish it (the cut-off cell restarts)",
+                              exc.signum) from None
     finally:
         bar.close()
 

@@ -38,7 +38,8 @@ from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
-from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, training_state
+from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, stop_on_signal,
+                  training_state)
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
@@ -285,54 +286,65 @@ def finetune(
         sampler=range(start * config.batch_size, config.steps * config.batch_size),
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
+        # Samples are seeded by index; a private generator keeps the loader from drawing on the global
+        # RNG (which dropout uses) when its iterator starts, so a resumed run draws what the original drew.
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
     def metadata(step: int, dice: float) -> dict:
         return segmentation_metadata(config, backbone, preprocessing, patch, num_classes, dataset.labels, step,
                                      str(init) if init else None, dice)
 
+    def save_last(step: int, dice: float) -> None:
+        save_model(out, network.state_dict(), metadata(step, dice), name="last")
+        save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device,
+                                                            best_dice=best_dice, best_step=best_step))
+
     logs = MetricsLog(out, start)
     history: list[dict] = []
     bar = tqdm(total=config.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
     loss_sum, count, tic = 0.0, 0, time.perf_counter()
     network.train()
-    try:
-        for step, batch in enumerate(loader, start=start + 1):
-            frozen = step <= config.warmup_steps
-            for n in transferred:
-                named[n].requires_grad_(not frozen)
-            image, label = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
-            loss = loss_fn(network(image), label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise VectorPoseError(f"loss became {value} at step {step}; lower --lr")
-            loss_sum, count = loss_sum + value, count + 1
-            bar.update(1)
-            row: dict = {}
-            if step % config.log_every == 0 or step == config.steps:
-                row = {"step": step, "dice_ce": loss_sum / count, "lr": scheduler.get_last_lr()[0],
-                       "patches_per_s": count * config.batch_size / (time.perf_counter() - tic)}
-                loss_sum, count, tic = 0.0, 0, time.perf_counter()
-            if step % config.val_every == 0 or step == config.steps:
-                dice = validation_dice(network, val_volumes, patch, num_classes, device) if val_volumes else float("nan")
-                row = {"step": step, **row, "val/dice": dice}
-                if not val_volumes or dice > best_dice:
-                    best_dice, best_step = (dice if val_volumes else float("nan")), step
-                    save_model(out, network.state_dict(), metadata(step, dice))
-                save_model(out, network.state_dict(), metadata(step, dice), name="last")
-                save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device,
-                                                                    best_dice=best_dice, best_step=best_step))
-                tic = time.perf_counter()  # validation time is not training throughput
-            if row:
-                logs.write(row)
-                history.append(row)
-                bar.set_postfix({"loss": f"{row.get('dice_ce', float('nan')):.3f}"} | ({"val_dice": f"{row['val/dice']:.3f}"} if "val/dice" in row else {}))
-    finally:
-        bar.close()
-        logs.close()
+    with stop_on_signal() as stop:
+        try:
+            for step, batch in enumerate(loader, start=start + 1):
+                frozen = step <= config.warmup_steps
+                for n in transferred:
+                    named[n].requires_grad_(not frozen)
+                image, label = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+                loss = loss_fn(network(image), label)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise VectorPoseError(f"loss became {value} at step {step}; lower --lr")
+                loss_sum, count = loss_sum + value, count + 1
+                bar.update(1)
+                row: dict = {}
+                if step % config.log_every == 0 or step == config.steps:
+                    row = {"step": step, "dice_ce": loss_sum / count, "lr": scheduler.get_last_lr()[0],
+                           "patches_per_s": count * config.batch_size / (time.perf_counter() - tic)}
+                    loss_sum, count, tic = 0.0, 0, time.perf_counter()
+                if step % config.val_every == 0 or step == config.steps:
+                    dice = validation_dice(network, val_volumes, patch, num_classes, device) if val_volumes else float("nan")
+                    row = {"step": step, **row, "val/dice": dice}
+                    if not val_volumes or dice > best_dice:
+                        best_dice, best_step = (dice if val_volumes else float("nan")), step
+                        save_model(out, network.state_dict(), metadata(step, dice))
+                    save_last(step, dice)
+                    tic = time.perf_counter()  # validation time is not training throughput
+                elif stop:
+                    save_last(step, float("nan"))
+                if row:
+                    logs.write(row)
+                    history.append(row)
+                    bar.set_postfix({"loss": f"{row.get('dice_ce', float('nan')):.3f}"} | ({"val_dice": f"{row['val/dice']:.3f}"} if "val/dice" in row else {}))
+                if stop:
+                    raise stop.stopped(out, step)
+        finally:
+            bar.close()
+            logs.close()
     network.eval()
     return FinetuneResult(network=network, run_dir=out, best_dice=best_dice, best_step=best_step, split=split, transfer=report, history=history)

@@ -26,7 +26,8 @@ from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, load_model, load_weights, save_model, save_resume_state
 from .pretext_data import PretextDataset
-from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, training_state
+from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, stop_on_signal,
+                  training_state)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ def pretrain(
         sampler=range(start * config.batch_size, config.steps * config.batch_size),
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
+        # Samples are seeded by index; a private generator keeps the loader from drawing on the global
+        # RNG (which dropout uses) when its iterator starts, so a resumed run draws what the original drew.
+        generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=False,
     )
 
@@ -198,32 +202,35 @@ def pretrain(
     last: dict = {}
     model_path = out / "model.safetensors"
     network.train()
-    try:
-        for step, batch in enumerate(loader, start=start + 1):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            terms = method.losses(network(batch["input"]), batch)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            scheduler.step()
-            values = {k: v.item() for k, v in terms.items()}
-            if not math.isfinite(values["total"]):
-                raise VectorPoseError(f"loss became {values['total']} at step {step}; lower --lr")
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                elapsed = time.perf_counter() - tic
-                last = {"step": step, **{k: v / count for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
-                        "crops_per_s": count * config.batch_size / elapsed, "elapsed_s": time.perf_counter() - t0}
-                logs.write(last)
-                bar.set_postfix({k: f"{last[k]:.3f}" for k in ("vp", "rec", "boundary") if k in last} | {"crops/s": f"{last['crops_per_s']:.1f}"})
-                sums, count, tic = {}, 0, time.perf_counter()
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                model_path = checkpoint(step)
-    finally:
-        bar.close()
-        logs.close()
+    with stop_on_signal() as stop:
+        try:
+            for step, batch in enumerate(loader, start=start + 1):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                terms = method.losses(network(batch["input"]), batch)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                optimizer.step()
+                scheduler.step()
+                values = {k: v.item() for k, v in terms.items()}
+                if not math.isfinite(values["total"]):
+                    raise VectorPoseError(f"loss became {values['total']} at step {step}; lower --lr")
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    elapsed = time.perf_counter() - tic
+                    last = {"step": step, **{k: v / count for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
+                            "crops_per_s": count * config.batch_size / elapsed, "elapsed_s": time.perf_counter() - t0}
+                    logs.write(last)
+                    bar.set_postfix({k: f"{last[k]:.3f}" for k in ("vp", "rec", "boundary") if k in last} | {"crops/s": f"{last['crops_per_s']:.1f}"})
+                    sums, count, tic = {}, 0, time.perf_counter()
+                if step % config.checkpoint_every == 0 or step == config.steps or stop:
+                    model_path = checkpoint(step)
+                if stop:
+                    raise stop.stopped(out, step)
+        finally:
+            bar.close()
+            logs.close()
     network.eval()
     return PretrainResult(network=network, run_dir=out, model_path=model_path, last_metrics=last)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from ..errors import VectorPoseError
+from ..errors import TrainingStopped, VectorPoseError
 from .checkpoint import RESUME_FILE, load_resume_state
 
 CONFIG_FILE = "config.json"
@@ -102,3 +105,42 @@ class MetricsLog:
 LOSS_KEYS = {"total", "vp", "vp_r", "vp_theta", "vp_phi", "rec", "boundary", "dice_ce"}
 
 
+
+
+class StopSignal:
+    """Set by SIGINT / SIGTERM while a training loop runs; the loop checks it between steps."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def stopped(self, out: Path, step: int) -> TrainingStopped:
+        name = signal.Signals(self.signum).name if self.signum else "a signal"
+        return TrainingStopped(f"{out}: stopped by {name} after step {step}; its state is saved, continue with --resume",
+                               self.signum or signal.SIGTERM)
+
+
+@contextmanager
+def stop_on_signal():
+    """Turn SIGINT and SIGTERM into a request to stop at the next step boundary.
+
+    The loop then saves its resume state and raises :class:`TrainingStopped`, so a pre-empted job
+    loses at most one step. A second signal while saving is ignored. Outside the main thread (where
+    Python cannot install handlers) signals keep their default behaviour.
+    """
+    flag = StopSignal()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag.signum = flag.signum or signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

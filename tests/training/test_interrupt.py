@@ -1,0 +1,66 @@
+"""SIGTERM / SIGINT stop a run at a step boundary with its state saved; --resume then ends bit for bit
+where the uninterrupted run ends (CPU)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from vectorpose.cli import main
+from vectorpose.training.checkpoint import load_resume_state
+
+STEPS = 40
+COMMON = ["--steps", str(STEPS), "--batch", "2", "--patch", "16", "--channels", "4,8,16", "--quiet"]
+ARGS = {
+    "pretrain": ["--checkpoint-every", "1000", "--log-every", "1"],
+    "finetune": ["--labeled", "2", "--val-every", "15"],  # logs every 10 steps
+}
+FIRST_LOG = {"pretrain": 3, "finetune": 10}
+
+
+def cli(command: str, data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [command, str(data), "--out", str(out), "--cache", str(cache), *COMMON, *ARGS[command], *extra]
+
+
+def last_logged_step(out: Path) -> int:
+    try:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1])["step"] if lines else 0
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_and_resume_is_bit_exact(command, signum, synthetic_dataset, tmp_path):
+    cache = tmp_path / "cache"
+    reference = tmp_path / "reference"
+    main(cli(command, synthetic_dataset, reference, cache))
+
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-c", "from vectorpose.cli import main; main()", *cli(command, synthetic_dataset, out, cache)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while last_logged_step(out) < FIRST_LOG[command] and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"stopped by {signal.Signals(signum).name}" in lines[0] and "--resume" in lines[0], err
+    stopped_at = load_resume_state(out / "resume.pt")["step"]
+    assert FIRST_LOG[command] <= stopped_at < STEPS
+
+    main(cli(command, synthetic_dataset, out, cache, "--resume"))
+    name = "model.safetensors" if command == "pretrain" else "last.safetensors"
+    a, b = load_file(reference / name), load_file(out / name)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] == b[key]).all(), key
