@@ -1,5 +1,5 @@
-"""SIGTERM / SIGINT stop a run at a step boundary with its state saved; --resume then ends bit for bit
-where the uninterrupted run ends (CPU)."""
+"""SIGTERM / SIGINT stop a run at a step boundary with its state saved; after those or a SIGKILL,
+--resume ends bit for bit where the uninterrupted run ends (CPU)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -62,5 +63,33 @@ def test_signal_stops_and_resume_is_bit_exact(command, signum, synthetic_dataset
     name = "model.safetensors" if command == "pretrain" else "last.safetensors"
     a, b = load_file(reference / name), load_file(out / name)
     assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] == b[key]).all(), key
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_a_random_step_then_resume_is_bit_exact(seed, synthetic_dataset, tmp_path):
+    """SIGKILL gives no chance to save: the last checkpoint must be intact and resume from it exactly."""
+    cache = tmp_path / "cache"
+    every = ["--checkpoint-every", "4", "--log-every", "1"]
+    common = ["--steps", str(STEPS), "--batch", "2", "--patch", "16", "--channels", "4,8,16", "--quiet", "--cache", str(cache), *every]
+    reference = tmp_path / "reference"
+    main(["pretrain", str(synthetic_dataset), "--out", str(reference), *common])
+
+    kill_after = int(np.random.default_rng(seed).integers(5, STEPS - 5))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", "from vectorpose.cli import main; main()", "pretrain", str(synthetic_dataset),
+                             "--out", str(out), *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while last_logged_step(out) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = load_resume_state(out / "resume.pt")["step"]
+    assert saved % 4 == 0 and 4 <= saved < STEPS
+
+    main(["pretrain", str(synthetic_dataset), "--out", str(out), "--resume", *common])
+    a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
     for key in a:
         assert (a[key] == b[key]).all(), key
