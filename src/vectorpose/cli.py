@@ -219,7 +219,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
               split_seed: int, transfer: str, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None, device: str,
               workers: int, cache: Path | None, quiet: bool) -> None:
     """Compare pretraining methods on DATA under one fine-tuning recipe, over label fractions and seeds."""
-    from .benchmark.report import headline_table, statistics
+    from .benchmark.report import headline_table
     from .benchmark.runner import BenchmarkConfig, run_benchmark
 
     supplied = {}
@@ -246,7 +246,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
     run = run_benchmark(data, out, config, test_data=test_data, cache_dir=cache, progress=not quiet, command=command, notes=note_text)
     click.echo(f"\nmean test Dice over {config.seeds} seed(s) ({run.trained_cells} cells trained now, "
                f"{len(run.cells) - run.trained_cells} reused):")
-    click.echo(headline_table(run.cells, statistics(run.cells, "test")))
+    click.echo(headline_table(run.cells, run.statistics["test"]))
     click.echo(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
 
 

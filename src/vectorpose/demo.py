@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .benchmark.report import headline_table, statistics
+from .benchmark.report import headline_table
 from .benchmark.runner import BenchmarkConfig, BenchmarkRun, run_benchmark
 from .data.synthetic import make_synthetic_dataset
 from .errors import VectorPoseError
@@ -42,6 +42,6 @@ def run_demo(out: str | Path, pretrain_steps: int = 300, finetune_steps: int = 2
     labelled = run.cells[0]["labelled"]
     print(f"\nlabel-efficiency benchmark on synthetic data: mean test Dice ± std over {config.seeds} seeds "
           f"({labelled} labelled cases, {finetune_steps} fine-tuning steps, {run.cells[0]['test']['num_cases']} test cases)")
-    print(headline_table(run.cells, statistics(run.cells, "test")))
+    print(headline_table(run.cells, run.statistics["test"]))
     print(f"report: {out / 'benchmark' / 'report.md'}; plots and results.json beside it; models under {out / 'benchmark' / 'cells'}")
     return run

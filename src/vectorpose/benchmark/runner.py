@@ -205,6 +205,7 @@ class BenchmarkRun:
     pretraining: dict[str, dict]
     trained_cells: int
     trained_pretraining: int
+    statistics: dict  # per score ("test", "external"), as in results.json
 
 
 def run_benchmark(
@@ -285,8 +286,9 @@ def run_benchmark(
 
     pretraining = {m: _pretraining_info(p, out) for m, p in pre_runs.items()}
     rows = [done[c] for c in cells]
-    write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
-    return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo))
+    results = write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
+    return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
+                        statistics=results["statistics"])
 
 
 def _pretraining_info(path: Path, out: Path) -> dict:
@@ -326,15 +328,20 @@ def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, fract
 
 
 def score_cell(path: Path, cell: dict, data: Path, test_data: Path | None, device: str, cache_dir) -> dict:
-    """Evaluate a fine-tuned cell on its test split and on ``test_data``; write ``cell.json`` last."""
+    """Evaluate a fine-tuned cell on its test split (unless already scored) and on ``test_data``; write
+    ``cell.json`` last. A re-score for another external set keeps the test-split scores."""
     device = str(resolve_device(device))
-    t0 = time.perf_counter()
-    test = evaluate(path, data, path / "test_metrics.json", device=device, cache_dir=cache_dir, overwrite=True)
-    external = None
+    cell = dict(cell)
+    if "test" not in cell:
+        t0 = time.perf_counter()
+        cell["test"] = _summary(evaluate(path, data, path / "test_metrics.json", device=device, cache_dir=cache_dir, overwrite=True))
+        cell["evaluate_s"] = time.perf_counter() - t0
     (path / "external_metrics.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    external = None
     if test_data is not None:
         external = evaluate(path, test_data, path / "external_metrics.json", all_cases=True, device=device, cache_dir=cache_dir, overwrite=True)
-    cell = {**cell, "evaluate_s": time.perf_counter() - t0, "test": _summary(test), "external": _summary(external) if external else None,
-            "external_data": str(test_data.resolve()) if test_data else None}
+    cell.update(external=_summary(external) if external else None, external_evaluate_s=time.perf_counter() - t0,
+                external_data=str(test_data.resolve()) if test_data else None)
     write_json(path / CELL_FILE, cell)
     return cell

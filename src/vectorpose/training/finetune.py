@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
-from torch.utils.data import DataLoader
 
 from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
@@ -38,8 +37,8 @@ from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, stop_on_signal,
-                  training_state)
+from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, step_loader,
+                  stop_on_signal, training_state)
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
@@ -280,16 +279,8 @@ def finetune(
         state = restore_training_state(out, network, optimizer, scheduler, config.steps, device)
         start, best_dice, best_step = int(state["step"]), float(state["best_dice"]), int(state["best_step"])
 
-    loader = DataLoader(
-        SegmentationDataset(train_volumes, patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes),
-        batch_size=config.batch_size,
-        sampler=range(start * config.batch_size, config.steps * config.batch_size),
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        # Samples are seeded by index; a private generator keeps the loader from drawing on the global
-        # RNG (which dropout uses) when its iterator starts, so a resumed run draws what the original drew.
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    loader = step_loader(SegmentationDataset(train_volumes, patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes),
+                         config.batch_size, start, config.steps, config.seed, config.workers, device)
 
     def metadata(step: int, dice: float) -> dict:
         return segmentation_metadata(config, backbone, preprocessing, patch, num_classes, dataset.labels, step,

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..data.datasets import load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
@@ -26,8 +25,8 @@ from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, load_model, load_weights, save_model, save_resume_state
 from .pretext_data import PretextDataset
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, stop_on_signal,
-                  training_state)
+from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, step_loader,
+                  stop_on_signal, training_state)
 
 
 @dataclass(frozen=True)
@@ -178,17 +177,8 @@ def pretrain(
     if resume:
         start = int(restore_training_state(out, network, optimizer, scheduler, config.steps, device)["step"])
 
-    loader = DataLoader(
-        PretextDataset(volumes, config.pretext, config.seed),
-        batch_size=config.batch_size,
-        sampler=range(start * config.batch_size, config.steps * config.batch_size),
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        # Samples are seeded by index; a private generator keeps the loader from drawing on the global
-        # RNG (which dropout uses) when its iterator starts, so a resumed run draws what the original drew.
-        generator=torch.Generator().manual_seed(config.seed),
-        persistent_workers=False,
-    )
+    loader = step_loader(PretextDataset(volumes, config.pretext, config.seed), config.batch_size, start, config.steps, config.seed,
+                         config.workers, device)
 
     def checkpoint(step: int) -> Path:
         path = save_model(out, network.state_dict(), model_metadata(config, method, preprocessing, step))

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from ..errors import TrainingStopped, VectorPoseError
 from .checkpoint import RESUME_FILE, load_resume_state
@@ -49,6 +50,17 @@ def restore_training_state(run_dir: Path, network, optimizer, scheduler, total_s
     if device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     return state
+
+
+def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, workers: int, device: torch.device) -> DataLoader:
+    """Batches for steps ``start + 1 .. steps`` of a dataset whose samples are seeded by their index.
+
+    Batch ``k`` always holds samples ``k·B .. k·B + B - 1``, so a resumed run sees what the original
+    saw. A private generator keeps the loader from drawing on the global RNG (which dropout uses) when
+    its iterator starts; otherwise a resumed run would draw other dropout masks.
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size), num_workers=workers,
+                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
