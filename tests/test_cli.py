@@ -1,4 +1,7 @@
-"""The command line end to end: real pretraining runs, reload checks, and one-line errors for bad input."""
+"""The command line end to end: real pretraining runs, reload checks, --skip-bad and --debug, and crafted pickles.
+
+Every kind of bad input through every command is in ``test_bad_input.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from cli_helpers import assert_one_line_error, run
 from vectorpose.cli import main
 from vectorpose.training.checkpoint import load_resume_state
 from vectorpose.training.pretrain import load_pretext_network
 
 FAST = ["--steps", "3", "--batch", "2", "--patch", "16", "--channels", "4,8,16", "--log-every", "1", "--quiet"]
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert code != 0
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def assert_reload_gives_same_outputs(run_dir: Path, patch: int = 16) -> None:
@@ -92,15 +77,6 @@ def write(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def msd(root: Path, images: dict[str, np.ndarray], listed: list[str] | None = None) -> Path:
-    for name, array in images.items():
-        write(root / "imagesTr" / name, array)
-    names = listed if listed is not None else list(images)
-    meta = {"modality": {"0": "MRI"}, "labels": {"0": "background"}, "training": [{"image": f"./imagesTr/{n}"} for n in names]}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
-
-
 def good() -> np.ndarray:
     return np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
 
@@ -113,70 +89,6 @@ def unreadable(root: Path) -> tuple[Path, Path]:
     return root / "scans", bad
 
 
-def truncated(root: Path) -> tuple[Path, Path]:
-    path = write(root / "scans" / "cut.nii.gz", good())
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    return root / "scans", path
-
-
-def image_2d(root: Path) -> tuple[Path, Path]:
-    path = write(root / "scans" / "flat.nii.gz", np.zeros((20, 20), dtype=np.float32))
-    return root / "scans", path
-
-
-def image_4d(root: Path) -> tuple[Path, Path]:
-    path = write(root / "scans" / "series.nii.gz", np.zeros((20, 20, 20, 3), dtype=np.float32))
-    return root / "scans", path
-
-
-def empty_folder(root: Path) -> tuple[Path, Path]:
-    (root / "empty").mkdir()
-    return root / "empty", root / "empty"
-
-
-def missing_file(root: Path) -> tuple[Path, Path]:
-    ds = msd(root / "ds", {"a.nii.gz": good()}, listed=["a.nii.gz", "gone.nii.gz"])
-    return ds, ds / "imagesTr" / "gone.nii.gz"
-
-
-def malformed_json(root: Path) -> tuple[Path, Path]:
-    ds = msd(root / "ds", {"a.nii.gz": good()})
-    (ds / "dataset.json").write_text("{not json")
-    return ds, ds / "dataset.json"
-
-
-def nan_image(root: Path) -> tuple[Path, Path]:
-    array = good()
-    array[3, 3, 3] = np.nan
-    return root / "scans", write(root / "scans" / "nan.nii.gz", array)
-
-
-def constant_image(root: Path) -> tuple[Path, Path]:
-    return root / "scans", write(root / "scans" / "flat.nii.gz", np.full((20, 20, 20), 7.0, dtype=np.float32))
-
-
-@pytest.mark.parametrize(
-    "make,problem",
-    [
-        (unreadable, "NIfTI"),
-        (truncated, "unreadable"),
-        (image_2d, "expected a 3D image"),
-        (image_4d, "expected a 3D image"),
-        (empty_folder, "no NIfTI files"),
-        (missing_file, "not found"),
-        (malformed_json, "malformed JSON"),
-        (nan_image, "NaN"),
-        (constant_image, "constant"),
-    ],
-)
-def test_bad_input_gives_one_line_naming_the_file(make, problem, tmp_path, cache_dir, capsys):
-    data, culprit = make(tmp_path)
-    out = tmp_path / "run"
-    code, _, err = run(["pretrain", data, "--out", out, "--cache", cache_dir, "--modality", "MRI", *FAST], capsys)
-    assert_one_line_error(code, err, str(culprit.resolve() if culprit.exists() else culprit), problem)
-    assert not out.exists()  # nothing written at all
-
-
 def test_skip_bad_leaves_out_broken_files(tmp_path, cache_dir, capsys):
     data, bad = unreadable(tmp_path)
     code, stdout, err = run(["pretrain", data, "--out", tmp_path / "run", "--cache", cache_dir, "--modality", "MRI", "--skip-bad", *FAST], capsys)
@@ -186,8 +98,8 @@ def test_skip_bad_leaves_out_broken_files(tmp_path, cache_dir, capsys):
 
 
 def test_debug_shows_traceback(tmp_path, cache_dir, capsys):
-    data, _ = empty_folder(tmp_path)
-    code, _, err = run(["--debug", "pretrain", data, "--out", tmp_path / "run", "--cache", cache_dir, *FAST], capsys)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["--debug", "pretrain", tmp_path / "empty", "--out", tmp_path / "run", "--cache", cache_dir, *FAST], capsys)
     assert code == 1 and "Traceback" in err
 
 
@@ -262,7 +174,7 @@ def test_pickle_payload_never_runs(command, trained_runs, synthetic_dataset, tmp
                             "--patch", "16", "--cache", cache, "--quiet"],
         "evaluate": ["evaluate", evil, synthetic_dataset, "--cache", cache],
         "predict": ["predict", evil, image, tmp_path / "pred"],
-        "benchmark --pretrained": ["benchmark", synthetic_dataset, "--out", tmp_path / "bench", "--methods", "scratch,vectorpose",
+        "benchmark --pretrained": ["benchmark", synthetic_dataset, "--out", tmp_path / "bench", "--methods", "scratch,vectorpose", "--fractions", "1",
                                    "--pretrained", f"vectorpose={evil}", "--cache", cache, "--quiet"],
         "pretrain --resume": ["pretrain", synthetic_dataset, "--out", evil, "--resume", "--steps", "3", "--batch", "2", "--patch", "16",
                               "--channels", "4,8,16", "--cache", cache, "--quiet"],

@@ -32,3 +32,12 @@ class TrainingStopped(VectorPoseError):
     def __init__(self, message: str, signum: int):
         self.signum = signum
         super().__init__(message)
+
+
+class OutputError(VectorPoseError):
+    """A result that could not be written (full disk, read-only folder); the old file is unchanged."""
+
+    def __init__(self, path: str | Path, problem: str, advice: str = ""):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: cannot write ({problem})" + (f"; {advice}" if advice else ""))

@@ -49,8 +49,18 @@ def test_bad_amounts(kwargs):
         make_split(IDS, **kwargs)
 
 
-def test_tiny_fraction_still_gives_one_case_and_too_few_cases_fail():
-    assert labelled_count(10, fraction=0.01) == 1
+@pytest.mark.parametrize("pool,fraction,expected", [(10, 0.06, 1), (10, 0.15, 2), (145, 0.05, 7), (145, 0.1, 14), (3, 0.4, 1)])
+def test_fraction_rounds_to_nearest_count(pool, fraction, expected):
+    assert labelled_count(pool, fraction=fraction) == expected
+
+
+@pytest.mark.parametrize("pool,fraction", [(10, 0.01), (10, 0.05), (145, 0.003)])
+def test_fraction_that_yields_no_case_is_refused(pool, fraction):
+    with pytest.raises(ValueError, match="gives no labelled case"):
+        labelled_count(pool, fraction=fraction)
+
+
+def test_too_few_cases_fail():
     with pytest.raises(ValueError, match="none for training"):
         split_cases(["a", "b"], test_fraction=0.5, validation_fraction=0.4)
     with pytest.raises(ValueError, match="unique"):

@@ -8,6 +8,8 @@ import pickle
 import pytest
 import torch
 
+from vectorpose.data.preprocessing import PreprocessingConfig
+from vectorpose.models.backbone import BackboneConfig
 from vectorpose.training.checkpoint import (
     CheckpointError,
     load_model,
@@ -19,10 +21,10 @@ from vectorpose.training.checkpoint import (
 META = {
     "task": "pretext",
     "method": "vectorpose",
-    "backbone": {"channels": [4, 8, 16]},
+    "backbone": BackboneConfig(channels=(4, 8, 16), strides=(2, 2)).to_json(),
     "heads": {"vector": True},
     "patch_size": 16,
-    "preprocessing": {"modality": "MRI"},
+    "preprocessing": PreprocessingConfig(modality="MRI").to_json(),
     "step": 3,
 }
 
@@ -53,6 +55,9 @@ def test_model_round_trip(tmp_path):
         (lambda m: m.update(step="3"), "'step' has the wrong type"),
         (lambda m: m.update(format="other"), "not a VectorPOSE model"),
         (lambda m: m.update(evil=1), "unknown keys"),
+        (lambda m: m["backbone"].pop("channels"), "'backbone' is malformed"),
+        (lambda m: m["backbone"].update(channels="many"), "'backbone' is malformed"),
+        (lambda m: m["preprocessing"].update(ct_window=[5, 1]), "'preprocessing' is malformed"),
     ],
 )
 def test_metadata_is_validated(tmp_path, change, message):

@@ -27,8 +27,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..data.datasets import load_dataset
-from ..errors import DataError, TrainingStopped, VectorPoseError
+from ..data.datasets import Dataset, load_dataset
+from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
+from ..data.splits import make_split
+from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
+from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
 from ..training.checkpoint import load_model
@@ -173,12 +176,16 @@ def _summary(result: dict) -> dict:
             "per_class": result["per_class"]}
 
 
-def _check_data(data: Path, test_data: Path | None) -> None:
+def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cache_dir, progress: bool) -> str:
+    """Everything the benchmark will read, checked before anything runs, every bad file listed at once:
+    both datasets' files, label values, each label fraction, and the pretraining and fine-tuning patches.
+    Returns the data's modality."""
     dataset = load_dataset(data)
     if not dataset.labelled:
         raise DataError(data, "no labelled cases (the benchmark fine-tunes and evaluates on labels)")
     if dataset.modality is None:
         raise DataError(data, "modality unknown: dataset.json names none")
+    external = None
     if test_data is not None:
         external = load_dataset(test_data)
         if not external.labelled:
@@ -187,12 +194,43 @@ def _check_data(data: Path, test_data: Path | None) -> None:
             raise DataError(test_data, f"declares labels {external.labels}, but {data} declares {dataset.labels}")
         if external.modality is not None and external.modality != dataset.modality:
             raise DataError(test_data, f"is {external.modality} data, but {data} is {dataset.modality}")
+    preprocessing = PreprocessingConfig(modality=dataset.modality)
+    checked = [dataset]
+    if external is not None:
+        checked.append(Dataset(external.root, external.labelled, external.modality, external.labels))
+    volumes, problems = [], []
+    for ds in checked:
+        try:
+            volumes.append(preprocess_dataset(ds, preprocessing, cache_dir, progress=progress)[0])
+        except DatasetError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise DatasetError(problems)
+    own = volumes[0]
+    check_label_values([v for vs in volumes for v in vs if v.label_path is not None], dataset.labels)
+    pretext = config.pretraining.pretext
+    check_crop_fits(pretext.patch_size, pretext.scale_range[0], [v.shape for v in own], data)
+    shape_of = {v.case_id: v.shape for v in own}
+    ft = config.finetuning
+    for fraction in config.fractions:
+        for seed in range(config.seeds):
+            try:
+                split = make_split([c.case_id for c in dataset.labelled], config.split_seed, seed, fraction, None, ft.test_fraction,
+                                   ft.validation_fraction)
+            except ValueError as exc:
+                raise DataError(data, str(exc)) from None
+            if ft.patch_size is not None:
+                shapes = [shape_of[i] for i in split.labelled + split.validation]
+                check_patch_fits(ft.patch_size, shapes, config.pretraining.backbone.size_divisor, data)
+    return dataset.modality
 
 
-def _check_pretrained(name: str, path: str, config: BenchmarkConfig) -> None:
+def _check_pretrained(name: str, path: str, config: BenchmarkConfig, modality: str) -> None:
     _, meta = load_model(path, task="pretext", hint="--pretrained takes METHOD=RUN with a pretraining run or model")
     if meta["method"] != name:
         raise VectorPoseError(f"{path}: was pretrained with method {meta['method']!r}, not {name!r}")
+    if meta["preprocessing"].get("modality") != modality:
+        raise VectorPoseError(f"{path}: was pretrained on {meta['preprocessing'].get('modality')} data, but the benchmark data is {modality}")
     if meta["backbone"] != config.pretraining.backbone.to_json():
         raise VectorPoseError(f"{path}: its backbone {meta['backbone']['channels']} differs from the benchmark's "
                               f"{list(config.pretraining.backbone.channels)}; every method must share one network")
@@ -225,9 +263,6 @@ def run_benchmark(
 
     data, out = Path(data), Path(out)
     test_data = Path(test_data) if test_data is not None else None
-    _check_data(data, test_data)
-    for name, path in config.pretrained.items():
-        _check_pretrained(name, path, config)
     external = str(test_data.resolve()) if test_data else None
     header = {"data": str(data.resolve()), "recipe": config.recipe()}
     saved = _read_json(out / BENCHMARK_FILE)
@@ -238,6 +273,9 @@ def run_benchmark(
     foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES) if out.is_dir() else []
     if saved is None and foreign:
         raise VectorPoseError(f"{out}: already holds other files ({', '.join(foreign[:3])}); give an empty or new folder")
+    modality = _check_data(data, test_data, config, cache_dir, progress)
+    for name, path in config.pretrained.items():
+        _check_pretrained(name, path, config, modality)
     write_json(out / BENCHMARK_FILE, header)
 
     # Plan: which pretraining runs and cells still need work.

@@ -180,8 +180,11 @@ def from_canonical(array: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
     return np.ascontiguousarray(back)
 
 
-def save_label_map(path: str | Path, labels: np.ndarray, geometry: ImageGeometry) -> Path:
-    """Write a canonical-order uint8 label map as NIfTI in the input's own shape, affine and orientation."""
+def save_label_map(path: str | Path, labels: np.ndarray, geometry: ImageGeometry, compressed: bool | None = None) -> Path:
+    """Write a canonical-order uint8 label map as NIfTI in the input's own shape, affine and orientation.
+
+    ``compressed`` (gzip) defaults to whether ``path`` ends in ``.gz``.
+    """
     from ..utils.files import atomic_write
 
     stored = from_canonical(labels.astype(np.uint8), geometry)
@@ -189,10 +192,15 @@ def save_label_map(path: str | Path, labels: np.ndarray, geometry: ImageGeometry
     img.set_data_dtype(np.uint8)
     img.header.set_xyzt_units("mm")
     path = Path(path)
-    # the temporary name keeps the suffix so nibabel picks the same (gzip or not) format
+    suffix = ".nii.gz" if (path.name.lower().endswith(".gz") if compressed is None else compressed) else ".nii"
+
     def write(tmp: Path) -> None:
-        staged = tmp.with_name(tmp.name + "".join(path.suffixes))
-        nib.save(img, str(staged))
-        staged.replace(tmp)
+        # nibabel picks the format from the name, so it writes beside tmp under a NIfTI suffix
+        staged = tmp.with_name(tmp.name + suffix)
+        try:
+            nib.save(img, str(staged))
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)
 
     return atomic_write(path, write)

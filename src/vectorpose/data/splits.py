@@ -58,7 +58,7 @@ def split_cases(
 
 
 def labelled_count(pool_size: int, fraction: float | None = None, count: int | None = None) -> int:
-    """How many training cases a fraction (rounded, at least 1) or an explicit count gives."""
+    """How many training cases a fraction (rounded to the nearest count) or an explicit count gives."""
     if (fraction is None) == (count is None):
         raise ValueError("give exactly one of fraction and count")
     if count is not None:
@@ -68,7 +68,12 @@ def labelled_count(pool_size: int, fraction: float | None = None, count: int | N
     assert fraction is not None
     if not 0 < fraction <= 1:
         raise ValueError(f"label fraction must lie in (0, 1], got {fraction}")
-    return max(1, round(fraction * pool_size))
+    n = round(fraction * pool_size)
+    if n < 1:
+        # rounding up would train on more labels than the fraction says and mislabel the experiment
+        raise ValueError(f"label fraction {fraction:g} of {pool_size} training cases gives no labelled case; "
+                         f"use a fraction above {0.5 / pool_size:.3g} or a count of labelled cases")
+    return n
 
 
 def make_split(

@@ -10,6 +10,7 @@ import numpy as np
 from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import preprocess_dataset
 from ..data.splits import Split
+from ..data.validation import check_label_values
 from ..errors import DataError, VectorPoseError
 from ..training.checkpoint import model_paths
 from ..utils.files import write_json
@@ -52,6 +53,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None,
         raise DataError(Path(data) / "dataset.json", f"declares labels up to {max(dataset.labels)}, the model predicts 0..{segmenter.num_classes - 1}")
     subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
     volumes, _ = preprocess_dataset(subset, segmenter.preprocessing, cache_dir, progress=progress)
+    declared = dataset.labels or {c: f"class {c}" for c in range(segmenter.num_classes)}
+    check_label_values(volumes, declared)
     names = segmenter.class_names
     rows = []
     for v in volumes:

@@ -19,6 +19,7 @@ from ..errors import DataError, VectorPoseError
 from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
 from ..training.checkpoint import CheckpointError, load_model, load_weights
+from ..utils.files import TEMPORARY_SUFFIX
 from .sliding_window import predict_labels
 
 
@@ -92,7 +93,9 @@ def prediction_jobs(source: Path, output: Path) -> list[tuple[Path, Path]]:
 def predict(model: str | Path, source: str | Path, output: str | Path, device: str = "cpu", overwrite: bool = False) -> list[Path]:
     """Predict every scan of ``source`` and write uint8 label maps; returns the written paths.
 
-    Existing outputs are refused unless ``overwrite``; all are checked before any is written.
+    Existing outputs are refused unless ``overwrite``; all are checked before any is written. Every
+    scan is predicted into a hidden staging file first and the outputs are put in place only once all
+    succeeded, so a bad scan among many leaves no new or replaced label map behind.
     """
     source, output = Path(source), Path(output)
     jobs = prediction_jobs(source, output)
@@ -102,8 +105,20 @@ def predict(model: str | Path, source: str | Path, output: str | Path, device: s
     if existing and not overwrite:
         raise VectorPoseError(f"{existing[0]}: already exists; pass --overwrite to replace it")
     segmenter = load_segmenter(model, device)
-    written = []
-    for src, dst in jobs:
-        labels, geometry = segmenter.predict_path(src)
-        written.append(save_label_map(dst, labels, geometry))
-    return written
+    new_folders = sorted({p for _, dst in jobs for p in (dst.parent, *dst.parent.parents) if not p.exists()}, key=lambda p: -len(p.parts))
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for src, dst in jobs:
+            labels, geometry = segmenter.predict_path(src)
+            tmp = dst.with_name(f".{dst.name}.staged{TEMPORARY_SUFFIX}")
+            staged.append((save_label_map(tmp, labels, geometry, compressed=dst.name.lower().endswith(".gz")), dst))
+        for tmp, dst in staged:
+            tmp.replace(dst)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in new_folders:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    return [dst for _, dst in staged]

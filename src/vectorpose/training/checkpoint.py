@@ -88,6 +88,18 @@ def validate_metadata(meta: object, source: Path) -> dict:
     return meta
 
 
+def _check_configs(meta: dict, source: Path) -> None:
+    """The nested backbone and preprocessing settings must build, or the file is refused here."""
+    from ..data.preprocessing import PreprocessingConfig
+    from ..models.backbone import BackboneConfig
+
+    for key, config in (("backbone", BackboneConfig), ("preprocessing", PreprocessingConfig)):
+        try:
+            config.from_json(meta[key])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: metadata {key!r} is malformed ({type(exc).__name__}: {exc})") from None
+
+
 def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict, name: str = "model") -> Path:
     """Write ``<name>.safetensors`` then ``<name>.json`` into ``directory``; returns the weights path."""
     directory = Path(directory)
@@ -130,6 +142,7 @@ def load_model(path: str | Path, task: str | None = None, hint: str = "") -> tup
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable model metadata ({exc})") from None
     validate_metadata(meta, meta_path)
+    _check_configs(meta, meta_path)
     if task is not None and meta["task"] != task:
         raise CheckpointError(f"{path}: a {meta['task']!r} model, not a {task!r} model" + (f"; {hint}" if hint else ""))
     try:

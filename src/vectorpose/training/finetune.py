@@ -30,14 +30,16 @@ from monai.losses import DiceCELoss
 from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
 from ..data.splits import Split, make_split
-from ..errors import DataError, DatasetError, VectorPoseError
+from ..data.validation import check_label_values, check_patch_fits
+from ..errors import DataError, OutputError, VectorPoseError
 from ..inference.metrics import case_metrics
 from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, step_loader,
+from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, saving_failed,
+                  step_loader,
                   stop_on_signal, training_state)
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
@@ -142,17 +144,6 @@ def num_classes_of(labels: dict[int, str]) -> int:
     return max(labels) + 1
 
 
-def check_label_values(volumes: list[PreprocessedVolume], num_classes: int) -> None:
-    """Every label value must be one that ``dataset.json`` declares; all offenders listed at once."""
-    problems = []
-    for v in volumes:
-        top = int(np.asarray(v.label()).max())
-        if top >= num_classes:
-            problems.append(DataError(v.source_label or v.source, f"label value {top} is not declared in dataset.json (labels 0..{num_classes - 1})"))
-    if problems:
-        raise DatasetError(problems)
-
-
 def validation_dice(network: SegmentationNetwork, volumes: list[PreprocessedVolume], patch, num_classes: int, device) -> float:
     """Mean foreground Dice over the volumes (sliding-window inference)."""
     scores = []
@@ -235,17 +226,18 @@ def finetune(
                            config.test_fraction, config.validation_fraction)
     except ValueError as exc:
         raise VectorPoseError(f"{data}: {exc}") from None
-    by_id = {c.case_id: c for c in labelled_cases}
-    needed = sorted(set(split.labelled) | set(split.validation))
-    volumes, _ = preprocess_dataset(Dataset(dataset.root, tuple(by_id[i] for i in needed), dataset.modality, dataset.labels),
-                                    preprocessing, cache_dir, progress=progress)
-    check_label_values(volumes, num_classes)
+    # every labelled case, test cases included, so a broken file shows now and not at evaluation
+    volumes, _ = preprocess_dataset(Dataset(dataset.root, labelled_cases, dataset.modality, dataset.labels), preprocessing, cache_dir,
+                                    progress=progress)
+    check_label_values(volumes, dataset.labels)
     vol_by_id = {v.case_id: v for v in volumes}
     train_volumes = [vol_by_id[i] for i in split.labelled]
     val_volumes = [vol_by_id[i] for i in split.validation]
-    patch = config.patch_size or auto_patch_size([v.shape for v in train_volumes + val_volumes], backbone.size_divisor)
+    shapes = [v.shape for v in train_volumes + val_volumes]
+    patch = config.patch_size or auto_patch_size(shapes, backbone.size_divisor)
     if any(p % backbone.size_divisor for p in patch):
         raise VectorPoseError(f"patch size {patch} must be a multiple of {backbone.size_divisor} on every axis")
+    check_patch_fits(patch, shapes, backbone.size_divisor, Path(data))
 
     create_run_dir(out, resume, overwrite)
     write_json(out / CONFIG_FILE, {
@@ -286,12 +278,19 @@ def finetune(
         return segmentation_metadata(config, backbone, preprocessing, patch, num_classes, dataset.labels, step,
                                      str(init) if init else None, dice)
 
+    saved_step = start if resume else None
+
     def save_last(step: int, dice: float) -> None:
+        nonlocal saved_step
         save_model(out, network.state_dict(), metadata(step, dice), name="last")
         save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device,
                                                             best_dice=best_dice, best_step=best_step))
+        saved_step = step
 
-    logs = MetricsLog(out, start)
+    try:
+        logs = MetricsLog(out, start)
+    except OutputError as exc:
+        raise saving_failed(exc, out, saved_step) from exc
     history: list[dict] = []
     bar = tqdm(total=config.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
     loss_sum, count, tic = 0.0, 0, time.perf_counter()
@@ -334,6 +333,8 @@ def finetune(
                     bar.set_postfix({"loss": f"{row.get('dice_ce', float('nan')):.3f}"} | ({"val_dice": f"{row['val/dice']:.3f}"} if "val/dice" in row else {}))
                 if stop:
                     raise stop.stopped(out, step)
+        except OutputError as exc:
+            raise saving_failed(exc, out, saved_step) from exc
         finally:
             bar.close()
             logs.close()

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.datasets import load_dataset
+from ..data.datasets import Case, Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
-from ..errors import DataError, VectorPoseError
+from ..data.validation import check_crop_fits
+from ..errors import DataError, OutputError, VectorPoseError
 from ..methods import PretextMethod, get_method
 from ..models.backbone import BackboneConfig
 from ..models.pretext_network import PretextNetwork
@@ -25,8 +26,8 @@ from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, load_model, load_weights, save_model, save_resume_state
 from .pretext_data import PretextDataset
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, step_loader,
-                  stop_on_signal, training_state)
+from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, saving_failed,
+                  step_loader, stop_on_signal, training_state)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,10 @@ def pretrain(
         if replace(saved, steps=config.steps) != config:
             differing = [k for k in config.to_json() if k != "steps" and config.to_json()[k] != saved.to_json()[k]]
             raise VectorPoseError(f"{out}: --resume with settings that differ from the saved run ({', '.join(differing)})")
-    volumes, skipped = preprocess_dataset(dataset, preprocessing, cache_dir, skip_bad=skip_bad, progress=progress)
+    # pretraining reads images only: a broken label map must not stop it
+    images_only = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases), dataset.modality, dataset.labels)
+    volumes, skipped = preprocess_dataset(images_only, preprocessing, cache_dir, skip_bad=skip_bad, progress=progress)
+    check_crop_fits(config.pretext.patch_size, config.pretext.scale_range[0], [v.shape for v in volumes], Path(data))
     for problem in skipped:
         print(f"skipped: {problem}")
     create_run_dir(out, resume, overwrite)
@@ -180,12 +184,19 @@ def pretrain(
     loader = step_loader(PretextDataset(volumes, config.pretext, config.seed), config.batch_size, start, config.steps, config.seed,
                          config.workers, device)
 
+    saved_step = start if resume else None
+
     def checkpoint(step: int) -> Path:
+        nonlocal saved_step
         path = save_model(out, network.state_dict(), model_metadata(config, method, preprocessing, step))
         save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device))
+        saved_step = step
         return path
 
-    logs = MetricsLog(out, start)
+    try:
+        logs = MetricsLog(out, start)
+    except OutputError as exc:
+        raise saving_failed(exc, out, saved_step) from exc
     bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {method.name}", unit="step", disable=not progress, dynamic_ncols=True)
     sums: dict[str, float] = {}
     count, tic, t0 = 0, time.perf_counter(), time.perf_counter()
@@ -219,6 +230,8 @@ def pretrain(
                     model_path = checkpoint(step)
                 if stop:
                     raise stop.stopped(out, step)
+        except OutputError as exc:
+            raise saving_failed(exc, out, saved_step) from exc
         finally:
             bar.close()
             logs.close()

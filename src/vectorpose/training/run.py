@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import TrainingStopped, VectorPoseError
+from ..errors import OutputError, TrainingStopped, VectorPoseError
+from ..utils.files import atomic_write, remove_stale_temporaries
 from .checkpoint import RESUME_FILE, load_resume_state
 
 CONFIG_FILE = "config.json"
@@ -78,10 +79,26 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def create_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Called once the data is known to be good, so a bad dataset never costs the old run."""
+    """Called once the data is known to be good, so a bad dataset never costs the old run.
+
+    On resume, the temporary files of a write cut off by SIGKILL are removed.
+    """
     if overwrite and not resume and out.is_dir():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        remove_stale_temporaries(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out, exc.strerror or str(exc)) from None
+
+
+def saving_failed(exc: OutputError, out: Path, saved_step: int | None) -> OutputError:
+    """``exc`` (a failed checkpoint or log write) with what the user still has and how to go on."""
+    if saved_step is None:
+        return OutputError(exc.path, exc.problem, "no checkpoint was saved yet")
+    return OutputError(exc.path, exc.problem, f"the checkpoint of step {saved_step} in {out} is intact: "
+                                              "free space or fix permissions, then continue with --resume")
 
 
 class MetricsLog:
@@ -97,26 +114,33 @@ class MetricsLog:
         self.path = run_dir / METRICS_FILE
         if start_step > 0 and self.path.is_file():
             rows = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= start_step]
-            self.path.write_text("".join(r + "\n" for r in rows))
-        self.file = open(self.path, "a")
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(r + "\n" for r in rows)))
+        try:
+            self.file = open(self.path, "a")
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        except OSError as exc:
+            raise OutputError(Path(exc.filename or self.path), exc.strerror or str(exc)) from None
 
     def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise OutputError(self.path, exc.strerror or str(exc)) from None
         for key, value in row.items():
             if key != "step":
                 tag = key if "/" in key else ("loss/" if key in LOSS_KEYS else "train/") + key
                 self.writer.add_scalar(tag, value, row["step"])
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            pass  # the row that could not be flushed was reported by write()
         self.writer.close()
 
 
 LOSS_KEYS = {"total", "vp", "vp_r", "vp_theta", "vp_phi", "rec", "boundary", "dice_ce"}
-
-
 
 
 class StopSignal:

@@ -1,32 +1,64 @@
-"""Atomic writes: a reader (or a crash) never sees a half-written file."""
+"""Atomic writes: a reader (or a crash) never sees a half-written file, and a failed write says why."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from ..errors import OutputError
+
+TEMPORARY_SUFFIX = ".tmp"
+# below this many free bytes, a failed write is reported as a full disk whatever the writer said
+# (torch.save reports a full disk as "unexpected pos ...")
+FULL_DISK_BYTES = 1 << 20
+
+
+def _write_failure(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        if shutil.disk_usage(path.parent).free < FULL_DISK_BYTES:
+            return "no space left on device"
+    except OSError:
+        pass
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it.
 
     The rename is atomic on POSIX file systems, so ``path`` holds either its old content or the
-    complete new one. On failure the temporary file is removed and the error propagates.
+    complete new one. On failure the temporary file is removed and :class:`OutputError` names
+    ``path`` and the reason (a full disk, a read-only folder); the old content of ``path`` is kept.
+    A process killed mid-write leaves only a hidden ``.<name>.*.tmp`` file, which
+    :func:`remove_stale_temporaries` clears.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise OutputError(path, _write_failure(path, exc)) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -34,3 +66,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 def write_json(path: str | Path, obj: object) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``folder`` (and below) when its
+    process was killed mid-write; returns them. Call it only on a folder no other process writes to."""
+    stale = [p for p in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
