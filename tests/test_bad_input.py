@@ -54,7 +54,7 @@ def labelled_dataset(root: Path, cases: int = 7, side: int = SIDE) -> Path:
 @dataclass
 class Problem:
     """A dataset with one defect. ``make(root)`` returns ``(data, culprit)``: what to pass, and the path
-    the error must name. ``predict_input`` gives predict's input (default: the culprit itself)."""
+    the error must name (predict is given the culprit file itself); ``extra`` adds options per command."""
 
     make: Callable[[Path], tuple[Path, Path]]
     needle: str
@@ -62,14 +62,23 @@ class Problem:
     extra: dict[str, list[str]] = field(default_factory=dict)
 
 
-def broken_image(damage: Callable[[Path], None]) -> Callable[[Path], tuple[Path, Path]]:
+def broken(file: str, damage: Callable[[Path], None]) -> Callable[[Path], tuple[Path, Path]]:
+    """A good dataset whose ``file`` (relative to its root) is then damaged; the culprit is that file."""
     def make(root: Path) -> tuple[Path, Path]:
         data = labelled_dataset(root / "data")
-        culprit = data / "imagesTr" / "case_003.nii.gz"
+        culprit = data / file
         damage(culprit)
         return data, culprit
 
     return make
+
+
+def broken_image(damage: Callable[[Path], None]) -> Callable[[Path], tuple[Path, Path]]:
+    return broken("imagesTr/case_003.nii.gz", damage)
+
+
+def broken_label(damage: Callable[[Path], None]) -> Callable[[Path], tuple[Path, Path]]:
+    return broken("labelsTr/case_004.nii.gz", damage)
 
 
 def not_nifti(path: Path) -> None:
@@ -99,16 +108,6 @@ def with_value(value: float) -> Callable[[Path], None]:
 
 def constant(path: Path) -> None:
     write(path, np.full((SIDE,) * 3, 42.0, dtype=np.float32))
-
-
-def broken_label(damage: Callable[[Path], None]) -> Callable[[Path], tuple[Path, Path]]:
-    def make(root: Path) -> tuple[Path, Path]:
-        data = labelled_dataset(root / "data")
-        culprit = data / "labelsTr" / "case_004.nii.gz"
-        damage(culprit)
-        return data, culprit
-
-    return make
 
 
 def label_shape(path: Path) -> None:
