@@ -29,3 +29,14 @@ def hippocampus() -> Path:
     if not (HIPPOCAMPUS / "dataset.json").is_file():
         pytest.skip(f"real data not found at {HIPPOCAMPUS}")
     return HIPPOCAMPUS
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Commands may set torch's thread count (``--threads``, or the rule for --workers on the CPU); a
+    leaked count would change float results of later tests that compare runs across processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

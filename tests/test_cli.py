@@ -185,3 +185,13 @@ def test_pickle_payload_never_runs(command, trained_runs, synthetic_dataset, tmp
     assert_one_line_error(code, err, str(evil))
     assert not marker.exists()
     assert not (tmp_path / "pred").exists() and not (tmp_path / "ft").exists()
+
+
+def test_pretrain_speed_options_run_on_the_cpu(synthetic_dataset, cache_dir, tmp_path, capsys):
+    """bf16 autocast and channels-last are for CUDA but must not break a CPU run; weights stay float32."""
+    out = tmp_path / "run"
+    code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST, "--amp", "bf16", "--channels-last"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["speed"] == {"amp": "bf16", "channels_last": True, "compile": False}
+    network, _ = load_pretext_network(out)
+    assert all(p.dtype == torch.float32 for p in network.parameters())

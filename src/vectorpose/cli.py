@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import traceback
@@ -28,6 +29,22 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _set_threads(threads: int | None, workers: int, device: str) -> None:
+    """Torch threads of this process: ``threads`` if given; on the CPU with DataLoader workers, the
+    cores they leave free (each worker computes with one), so data and model do not fight for cores;
+    else torch's default (a torchrun process has ``OMP_NUM_THREADS`` set, which is left alone)."""
+    import os
+
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise click.UsageError(f"--threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    elif workers > 0 and (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -59,7 +76,7 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @click.option("--method", default="vectorpose", show_default=True, help="Pretext method: vectorpose, vp, bfr or genesis.")
 @click.option("--steps", default=2000, show_default=True, help="Optimisation steps.")
 @click.option("--patch", default=32, show_default=True, help="Patch side P (crops are resized to P^3).")
-@click.option("--batch", default=4, show_default=True, help="Crops per step.")
+@click.option("--batch", default=4, show_default=True, help="Crops per step (per process under torchrun).")
 @click.option("--lr", default=1e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
 @click.option("--seed", default=0, show_default=True, help="Seed of weights and of the crop stream.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -76,16 +93,27 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable scans (named) instead of stopping.")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads of this process [on the CPU with --workers: the cores the workers leave free].")
+@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision (for CUDA).")
+@click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout (for CUDA).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (for CUDA).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: int, lr: float, seed: int, device: str, workers: int,
              modality: str | None, channels: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
              boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
-             overwrite: bool, skip_bad: bool, quiet: bool) -> None:
-    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files)."""
+             overwrite: bool, skip_bad: bool, threads: int | None, amp: str, channels_last: bool, compile_: bool, quiet: bool) -> None:
+    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files).
+
+    Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
+    vectorpose.cli pretrain ...); rank 0 writes the run folder.
+    """
     from .models.backbone import BackboneConfig
     from .pretext.sample import PretextConfig
     from .training.pretrain import PretrainConfig, pretrain as run_pretrain
+    from .training.speed import SpeedOptions
 
+    _set_threads(threads, workers, device)
     chans = _ints(channels)
     weights = {k: v for k, v in (("vp", vp_weight), ("rec", rec_weight), ("boundary", boundary_weight)) if v is not None}
     try:
@@ -97,10 +125,12 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_)
     result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
-                          skip_bad=skip_bad, progress=not quiet)
+                          skip_bad=skip_bad, progress=not quiet, speed=speed)
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
-    click.echo(f"pretrained model written to {result.model_path} ({final})")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
+        click.echo(f"pretrained model written to {result.model_path} ({final})")
 
 
 @cli.command()
@@ -251,6 +281,53 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
 
 
 @cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--method", default="vectorpose", show_default=True, help="Pretext method.")
+@click.option("--patch", default=32, show_default=True, help="Patch side P.")
+@click.option("--batch", default=4, show_default=True, help="Crops per step.")
+@click.option("--steps", default=20, show_default=True, help="Timed steps per measurement.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed steps before each measurement.")
+@click.option("--workers", default=1, show_default=True, help="DataLoader worker processes.")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads of this process [on the CPU with --workers: the cores the workers leave free].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--channels", default="16,32,64,128,256", show_default=True, help="Backbone channels per level.")
+@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision.")
+@click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
+@click.option("--reference-samples", default=16, show_default=True, help="Samples drawn by the SciPy reference pipeline.")
+@click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="JSON file for the results.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: int, workers: int, threads: int | None, device: str,
+          channels: str, amp: str, channels_last: bool, compile_: bool, reference_samples: int, modality: str | None, cache: Path | None,
+          out: Path | None, overwrite: bool) -> None:
+    """Time pretraining on DATA: model step, full step, pipeline alone, and the per-crop SciPy reference."""
+    from .benchmark.throughput import format_throughput, measure_throughput
+    from .models.backbone import BackboneConfig
+    from .training.speed import SpeedOptions
+    from .utils.files import write_json
+
+    if out is not None and out.exists() and not overwrite:
+        raise VectorPoseError(f"{out}: already exists; pass --overwrite to replace it")
+    _set_threads(threads, workers, device)
+    chans = _ints(channels)
+    try:
+        backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
+        speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_)
+        result = measure_throughput(data, method=method, patch_size=patch, batch_size=batch, steps=steps, warmup=warmup, workers=workers,
+                                    device=device, backbone=backbone, speed=speed, reference_samples=reference_samples, modality=modality,
+                                    cache_dir=cache)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(format_throughput(result))
+    if out is not None:
+        write_json(out, result)
+        click.echo(f"results written to {out}")
+
+
+@cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default=Path("runs/demo"))
 @click.option("--pretrain-steps", default=300, show_default=True)
 @click.option("--finetune-steps", default=200, show_default=True)
@@ -297,3 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m vectorpose.cli, as torchrun -m starts it
+    main()

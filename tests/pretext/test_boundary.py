@@ -59,3 +59,14 @@ def test_rejects_bad_shapes():
         boundary_target(torch.zeros(2, 2, 8, 8, 8))
     with pytest.raises(ValueError):
         median_filter(torch.zeros(1, 1, 8, 8, 8), size=4)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(1, 1, 7, 9, 6), (3, 1, 16, 16, 16)])
+def test_cpu_and_gpu_median_paths_are_identical(size, shape):
+    """The CPU path (np.partition) and the GPU path (torch.median), both run here on the CPU."""
+    from vectorpose.pretext.boundary import _median_numpy, _median_torch
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(size))
+    x[..., :2, :, :] = 0.5  # ties
+    assert torch.equal(_median_numpy(x, size), _median_torch(x, size))

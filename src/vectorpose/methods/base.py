@@ -19,7 +19,8 @@ class PretextMethod:
 
     ``pretrains=False`` (all weights zero) marks the no-pretraining baseline, so that benchmarks can
     name it like any other method. Batches are dicts with ``"input"`` ``(B, 1, P, P, P)``, ``"clean"`` ``(B, 1, P, P, P)`` in
-    ``[0, 1]`` and ``"vectors"`` ``(B, 9, 3)`` (see :mod:`vectorpose.pretext.sample`).
+    ``[0, 1]`` and ``"vectors"`` ``(B, 9, 3)`` (see :mod:`vectorpose.pretext.sample`); a ``"boundary"``
+    ``(B, 1, P, P, P)`` already computed by the data pipeline is used as the boundary target.
     """
 
     name: str
@@ -64,8 +65,10 @@ class PretextMethod:
             terms["rec"] = F.l1_loss(outputs["restored"], batch["clean"])
             total = total + self.reconstruction_weight * terms["rec"]
         if self.boundary_weight > 0:
-            with torch.no_grad():
-                target = boundary_target(batch["clean"])
+            target = batch.get("boundary")
+            if target is None:
+                with torch.no_grad():
+                    target = boundary_target(batch["clean"])
             terms["boundary"] = F.l1_loss(outputs["boundary"], target)
             total = total + self.boundary_weight * terms["boundary"]
         terms["total"] = total

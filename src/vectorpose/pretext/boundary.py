@@ -11,8 +11,10 @@ The edge operator equals ``skimage.filters.sobel`` in 3D: per axis, the central 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
 
 MEDIAN_SIZE = 5
 EDGE_GAIN = 30.0
@@ -30,9 +32,27 @@ def _as_5d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
 
 
 def median_filter(x: torch.Tensor, size: int = MEDIAN_SIZE) -> torch.Tensor:
-    """Cubic median filter with replicated borders; ``x`` of shape ``(B, 1, D, H, W)``."""
+    """Cubic median filter with replicated borders; ``x`` of shape ``(B, 1, D, H, W)``.
+
+    The window's middle element is one of its values, so both paths give identical results: on a GPU
+    ``torch.median`` over unfolded windows, on the CPU NumPy's introselect (``np.partition``), which
+    is about five times faster there than ``torch.median`` (``benchmarks/median_filter_speed.py``) and
+    still dominates the pipeline's CPU cost.
+    """
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be a positive odd number, got {size}")
+    return _median_numpy(x, size) if x.device.type == "cpu" else _median_torch(x, size)
+
+
+def _median_numpy(x: torch.Tensor, size: int) -> torch.Tensor:
+    r = size // 2
+    padded = np.pad(x.detach().numpy(), [(0, 0), (0, 0)] + [(r, r)] * 3, mode="edge")
+    windows = sliding_window_view(padded, (size,) * 3, axis=(2, 3, 4)).reshape(*x.shape, size**3)
+    middle = size**3 // 2
+    return torch.from_numpy(np.partition(windows, middle, axis=-1)[..., middle])
+
+
+def _median_torch(x: torch.Tensor, size: int) -> torch.Tensor:
     r = size // 2
     padded = F.pad(x, (r,) * 6, mode="replicate")
     windows = padded.unfold(2, size, 1).unfold(3, size, 1).unfold(4, size, 1)

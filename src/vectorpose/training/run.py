@@ -53,7 +53,8 @@ def restore_training_state(run_dir: Path, network, optimizer, scheduler, total_s
     return state
 
 
-def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, workers: int, device: torch.device) -> DataLoader:
+def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, workers: int, device: torch.device,
+                collate_fn=None) -> DataLoader:
     """Batches for steps ``start + 1 .. steps`` of a dataset whose samples are seeded by their index.
 
     Batch ``k`` always holds samples ``k·B .. k·B + B - 1``, so a resumed run sees what the original
@@ -61,7 +62,7 @@ def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, wor
     its iterator starts; otherwise a resumed run would draw other dropout masks.
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size), num_workers=workers,
-                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed), collate_fn=collate_fn)
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:

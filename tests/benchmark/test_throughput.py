@@ -1,0 +1,41 @@
+"""`vectorpose bench` end to end on tiny settings: every measurement present and the ratios derived
+from them (no timing is asserted: timings live in docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run
+
+from vectorpose.training.speed import SpeedOptions
+
+TINY = ["--patch", "16", "--batch", "2", "--steps", "2", "--warmup", "1", "--channels", "4,8,16", "--reference-samples", "2"]
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_bench_writes_consistent_results(workers, synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code, stdout, err = run(["bench", synthetic_dataset, *TINY, "--workers", workers, "--cache", tmp_path / "cache", "--out", out], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    for key in ("model_step_s", "full_step_s", "pipeline_samples_per_s", "pipeline_inprocess_samples_per_s", "reference_samples_per_s"):
+        assert result[key] > 0, key
+    assert result["overhead"] == pytest.approx(result["full_step_s"] / result["model_step_s"])
+    assert result["speedup"] == pytest.approx(result["pipeline_inprocess_samples_per_s"] / result["reference_samples_per_s"])
+    assert result["settings"]["workers"] == int(workers) and result["machine"]["torch_threads"] >= 1
+    assert "overhead (b)/(a)" in stdout
+    code, _, err = run(["bench", synthetic_dataset, *TINY, "--out", out], capsys)
+    assert_one_line_error(code, err, str(out), "--overwrite")
+
+
+def test_speed_options():
+    with pytest.raises(ValueError, match="amp"):
+        SpeedOptions(amp="fp8")
+    net = torch.nn.Conv3d(1, 2, 3)
+    speed = SpeedOptions(channels_last=True)
+    speed.layout(net)
+    assert net.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    batch = speed.inputs({"input": torch.rand(2, 1, 4, 4, 4), "vectors": torch.rand(2, 9, 3)}, torch.device("cpu"))
+    assert batch["input"].is_contiguous(memory_format=torch.channels_last_3d) and batch["vectors"].shape == (2, 9, 3)
