@@ -550,3 +550,32 @@ def test_ct_example_window(tmp_path: Path):
     assert np.all(image[raw > 1000] == 1.0)
     np.testing.assert_allclose(image, ref_ct(raw), atol=1e-6)
     assert vol.intensity_range == (0.0, 1.0)
+
+
+def test_unchanged_file_is_not_read_again(case_files, cache_dir: Path, monkeypatch):
+    """The digest of a file seen before (same path, size, inode and times) is remembered."""
+    case, _, _ = case_files
+    cfg = PreprocessingConfig("MRI")
+    first = preprocess_case(case, cfg, cache_dir)
+
+    def boom(path):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(prep, "file_digest", boom)
+    assert preprocess_case(case, cfg, cache_dir) == first
+
+
+def test_rewritten_file_is_read_again(case_files, cache_dir: Path, monkeypatch):
+    """Writing a file, even with the same bytes and its old modification time, makes its digest be recomputed."""
+    case, _, _ = case_files
+    cfg = PreprocessingConfig("MRI")
+    first = preprocess_case(case, cfg, cache_dir)
+    before = case.image.stat()
+    time.sleep(0.01)
+    case.image.write_bytes(case.image.read_bytes())
+    os.utime(case.image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    read = []
+    real = prep.file_digest
+    monkeypatch.setattr(prep, "file_digest", lambda path: read.append(path) or real(path))
+    assert preprocess_case(case, cfg, cache_dir) == first  # same bytes, same entry
+    assert read == [case.image]

@@ -5,7 +5,7 @@ calibrated scale): clip to robust percentiles, then z-score. Preprocessed volume
 ``.npy`` files in RAS+ order and read back by memory map, so a second run starts at once and
 worker processes share pages instead of copying arrays. The cache key hashes the source file's
 bytes together with the preprocessing settings: a changed file or a changed setting never reuses a
-stale entry.
+stale entry. The digest of an unchanged file is remembered, so it is read only once.
 """
 
 from __future__ import annotations
@@ -142,13 +142,28 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _digest(path: Path) -> str:
+def _digest(path: Path, cache_dir: Path) -> str:
+    """The SHA-256 of ``path``'s bytes, read once per version of the file.
+
+    A file is known by its path, size, inode and modification and change times (``st_ctime_ns``
+    changes on every write and cannot be set back), and the digest of a known file is kept under
+    ``cache_dir/digests``: a run over thousands of unchanged scans then reads none of their bytes.
+    """
     try:
-        return file_digest(path)
+        st = path.stat()
+        known = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}|{st.st_ctime_ns}".encode()).hexdigest()
+        memo = cache_dir / "digests" / f"{known[:32]}.txt"
+        if memo.is_file():
+            digest = memo.read_text().strip()
+            if len(digest) == 64:
+                return digest
+        digest = file_digest(path)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except OSError as exc:
         raise DataError(path, f"unreadable ({exc.strerror or exc})") from None
+    atomic_write(memo, lambda tmp: tmp.write_text(digest))
+    return digest
 
 
 def _check_label_geometry(case: Case, image: ImageGeometry, label: ImageGeometry) -> None:
@@ -190,8 +205,8 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    image_key = _cache_key(_digest(case.image), "image", config.to_json())
-    label_key = _cache_key(_digest(case.label), "label", {}) if case.label is not None else None
+    image_key = _cache_key(_digest(case.image, cache_dir), "image", config.to_json())
+    label_key = _cache_key(_digest(case.label, cache_dir), "label", {}) if case.label is not None else None
 
     entry = _cached_entry(cache_dir, image_key)
     label_entry = _cached_entry(cache_dir, label_key) if label_key else None
