@@ -93,7 +93,7 @@ def measure_throughput(
 
     def loader(n_workers: int, start: int):
         return step_loader(samples, batch_size, start, start + total, seed, n_workers, dev,
-                           collate_fn=pipeline_collate(dev, objective.boundary_weight > 0))
+                           collate_fn=pipeline_collate(dev, needs_boundary))
 
     def prepared(n_workers: int, start: int):
         return iter(DevicePrefetcher(loader(n_workers, start), dev, speed, boundary=needs_boundary))
