@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import time
@@ -579,3 +580,23 @@ def test_rewritten_file_is_read_again(case_files, cache_dir: Path, monkeypatch):
     monkeypatch.setattr(prep, "file_digest", lambda path: read.append(path) or real(path))
     assert preprocess_case(case, cfg, cache_dir) == first  # same bytes, same entry
     assert read == [case.image]
+
+
+@pytest.mark.parametrize("present", [(0, 1, 2), (0, 2), (0, 7, 200)])
+def test_label_values_are_recorded_once_and_kept(present, tmp_path: Path, cache_dir: Path):
+    """The values a label map holds, found when it is cached, come back on a cache hit; an entry from
+    before they were recorded is rebuilt."""
+    shape = (6, 5, 4)
+    label = np.resize(np.asarray(present, dtype=np.uint8), shape)
+    case = Case("v", _write(tmp_path / "i.nii.gz", np.random.default_rng(0).random(shape).astype(np.float32)),
+                _write(tmp_path / "l.nii.gz", label))
+    cfg = PreprocessingConfig("MRI")
+    first = preprocess_case(case, cfg, cache_dir)
+    assert first.label_values == tuple(np.unique(label).tolist()) == present
+    assert preprocess_case(case, cfg, cache_dir).label_values == present
+    sidecar = first.label_path.with_suffix(".json")
+    old = json.loads(sidecar.read_text())
+    del old["values"]
+    sidecar.write_text(json.dumps(old))
+    assert preprocess_case(case, cfg, cache_dir).label_values == present
+    assert "values" in json.loads(sidecar.read_text())

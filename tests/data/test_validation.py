@@ -19,7 +19,8 @@ def volume(tmp_path: Path, name: str, label: np.ndarray) -> PreprocessedVolume:
     np.save(tmp_path / f"{name}.npy", label)
     geometry = ImageGeometry(EYE, label.shape, ("R", "A", "S"), EYE, label.shape, (1.0, 1.0, 1.0))
     return PreprocessedVolume(name, tmp_path / f"{name}.nii.gz", tmp_path / f"{name}.npy", geometry, (0.0, 1.0),
-                              label_path=tmp_path / f"{name}.npy", source_label=tmp_path / f"{name}_label.nii.gz")
+                              label_path=tmp_path / f"{name}.npy", source_label=tmp_path / f"{name}_label.nii.gz",
+                              label_values=tuple(np.unique(label).tolist()))
 
 
 @pytest.mark.parametrize("values,declared,bad", [

@@ -102,7 +102,9 @@ class PreprocessedVolume:
     """A cached, normalised RAS+ volume (and its label map), opened lazily by memory map.
 
     ``intensity_range`` is the (min, max) of the normalised image: pretext tasks map it to [0, 1].
-    Only paths are pickled, so worker processes open their own memory maps.
+    ``label_values`` are the values the label map holds, found once when it was cached, so checking
+    them never reads the map again. Only paths are pickled, so worker processes open their own
+    memory maps.
     """
 
     case_id: str
@@ -112,6 +114,7 @@ class PreprocessedVolume:
     intensity_range: tuple[float, float]
     label_path: Path | None = None
     source_label: Path | None = None
+    label_values: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -210,8 +213,10 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
 
     entry = _cached_entry(cache_dir, image_key)
     label_entry = _cached_entry(cache_dir, label_key) if label_key else None
+    if label_entry is not None and "values" not in label_entry:
+        label_entry = None  # cached by an earlier version, before the values were recorded
     if entry is None or (label_key and label_entry is None):
-        entry = _build_entry(case, config, cache_dir, image_key, label_key)
+        entry, label_entry = _build_entry(case, config, cache_dir, image_key, label_key)
     elif label_entry is not None:
         # both were cached, perhaps from other pairings: the pair itself must still agree
         assert case.label is not None
@@ -224,10 +229,13 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
         intensity_range=(float(entry["min"]), float(entry["max"])),
         label_path=cache_dir / f"{label_key}.npy" if label_key else None,
         source_label=case.label,
+        label_values=tuple(int(v) for v in label_entry["values"]) if label_entry else (),
     )
 
 
-def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image_key: str, label_key: str | None) -> dict:
+def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image_key: str,
+                 label_key: str | None) -> tuple[dict, dict | None]:
+    """Preprocess and cache the image (and label map); returns their sidecar entries."""
     raw, geometry = load_nifti(case.image)
     try:
         image = normalise_intensity(raw, config)
@@ -242,7 +250,11 @@ def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image
         except ValueError as exc:
             raise DataError(case.label, str(exc)) from None
         _save_array(cache_dir / f"{label_key}.npy", label)
-        write_json(cache_dir / f"{label_key}.json", {"source": str(case.label), "geometry": label_geometry.to_json()})
+        label_entry = {"source": str(case.label), "geometry": label_geometry.to_json(),
+                       "values": np.flatnonzero(np.bincount(label.ravel(), minlength=256)).tolist()}
+        write_json(cache_dir / f"{label_key}.json", label_entry)
+    else:
+        label_entry = None
     _save_array(cache_dir / f"{image_key}.npy", image)
     entry = {
         "source": str(case.image),
@@ -253,7 +265,7 @@ def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image
     }
     # the sidecar is written last: its presence marks a complete entry
     write_json(cache_dir / f"{image_key}.json", entry)
-    return entry
+    return entry, label_entry
 
 
 def preprocess_dataset(

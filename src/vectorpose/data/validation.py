@@ -21,12 +21,14 @@ def _shape_text(shape) -> str:
 
 
 def check_label_values(volumes: list[PreprocessedVolume], labels: dict[int, str]) -> None:
-    """Every value of every label map must be a key of ``labels`` (``dataset.json``'s ``labels``)."""
+    """Every value of every label map must be a key of ``labels`` (``dataset.json``'s ``labels``).
+
+    Uses the values recorded when each map was cached (``PreprocessedVolume.label_values``).
+    """
     declared = set(labels)
     problems = []
     for v in volumes:
-        present = np.flatnonzero(np.bincount(np.asarray(v.label()).ravel(), minlength=256))
-        extra = sorted(set(present.tolist()) - declared)
+        extra = sorted(set(v.label_values) - declared)
         if extra:
             problems.append(DataError(v.source_label or v.source,
                                       f"label values {extra} are not declared in dataset.json (declared: {sorted(declared)})"))

@@ -39,8 +39,7 @@ from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
 from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
 from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, saving_failed,
-                  step_loader,
-                  stop_on_signal, training_state)
+                  step_loader, stop_on_signal, training_state)
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
