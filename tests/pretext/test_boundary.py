@@ -50,6 +50,38 @@ def test_components_match_reference():
     np.testing.assert_allclose(sobel_magnitude(y)[0, 0].numpy(), sobel(y[0, 0].numpy(), mode="nearest"), atol=1e-12)
 
 
+@pytest.mark.parametrize("axis", [2, 3, 4])
+def test_cpu_and_gpu_sobel_paths_agree(axis):
+    """Separable slices (the CPU path) and a 27-tap convolution (the GPU path), both run here on the CPU."""
+    from vectorpose.pretext.boundary import _sobel_conv, _sobel_separable
+
+    padded = torch.rand(2, 1, 9, 12, 7, generator=torch.Generator().manual_seed(axis), dtype=torch.float64)
+    torch.testing.assert_close(_sobel_separable(padded, axis), _sobel_conv(padded, axis), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("shape", [(2, 1, 41, 24, 20), (1, 1, 9, 64, 50)])
+def test_cpu_median_in_chunks_matches_scipy(size, shape):
+    """Shapes whose depth is split into several chunks of planes, with a shorter last one."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(size))
+    expected = ndi.median_filter(x.numpy(), size=(1, 1, size, size, size), mode="nearest")
+    np.testing.assert_array_equal(median_filter(x, size).numpy(), expected)
+
+
+def test_cpu_median_memory_is_bounded():
+    """A batch of 16 crops of 32³: copying every voxel's 125-value window at once would take 262 MB."""
+    import tracemalloc
+
+    x = torch.rand(16, 1, 32, 32, 32)
+    tracemalloc.start()
+    try:
+        median_filter(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
 def test_constant_patch_has_no_boundary():
     assert boundary_target(torch.full((8, 8, 8), 0.7)).abs().max() == 0
 
