@@ -478,6 +478,19 @@ def test_preprocess_synthetic_dataset(synthetic_dataset: Path, cache_dir: Path):
         assert set(np.unique(vol.label())) == {0, 1, 2}
 
 
+def test_preprocess_dataset_clears_only_day_old_temporaries(synthetic_dataset: Path, cache_dir: Path):
+    """A killed run's leftover goes; one that a concurrent run may still be writing stays."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "digests").mkdir(exist_ok=True)
+    old, fresh = cache_dir / "digests" / ".a.npy.x1.tmp", cache_dir / ".b.npy.x2.tmp"
+    for p in (old, fresh):
+        p.write_bytes(b"partial")
+    day_and_a_bit = time.time() - prep.STALE_CACHE_TEMPORARY_S - 60
+    os.utime(old, (day_and_a_bit, day_and_a_bit))
+    preprocess_dataset(load_dataset(synthetic_dataset), PreprocessingConfig("MRI"), cache_dir)
+    assert not old.exists() and fresh.read_bytes() == b"partial"
+
+
 # --- real data -----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -101,6 +102,24 @@ def test_sigkill_mid_write_leaves_old_file_and_a_temporary_that_is_cleared(tmp_p
     assert len(stale) == 1 and stale[0].name.startswith(".state.bin.") and stale[0].suffix == ".tmp"
     assert remove_stale_temporaries(tmp_path) == stale
     assert leftovers(tmp_path) == [] and target.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("age_s, older_than_s, removed", [(0, 0, True), (10, 5, True), (1, 5, False), (100, 0, True)])
+def test_remove_stale_temporaries_by_age(tmp_path, age_s, older_than_s, removed):
+    tmp = tmp_path / "sub" / ".state.bin.abc.tmp"
+    tmp.parent.mkdir()
+    tmp.write_bytes(b"x")
+    kept = tmp_path / "state.tmp"  # not hidden: not one of atomic_write's
+    kept.write_bytes(b"y")
+    then = time.time() - age_s
+    os.utime(tmp, (then, then))
+    assert remove_stale_temporaries(tmp_path, older_than_s) == ([tmp] if removed else [])
+    assert tmp.exists() != removed and kept.exists()
+
+
+def test_remove_stale_temporaries_rejects_negative_age(tmp_path):
+    with pytest.raises(ValueError, match="older_than_s"):
+        remove_stale_temporaries(tmp_path, -1)
 
 
 def test_label_map_round_trip_uncompressed_name(tmp_path):

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, DatasetError
-from ..utils.files import atomic_write, write_json
+from ..utils.files import atomic_write, remove_stale_temporaries, write_json
 from .datasets import Case, Dataset, normalise_modality
 from .io import ImageGeometry, load_nifti
 
 # bump when the meaning of a cached array changes
 CACHE_FORMAT = 1
+# a temporary file in the cache untouched for this long belongs to a killed run
+STALE_CACHE_TEMPORARY_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,10 @@ def preprocess_dataset(
     """
     from tqdm.auto import tqdm
 
+    # Other runs may be writing this shared cache right now, so only day-old leftovers of killed ones go.
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if cache_root.is_dir():
+        remove_stale_temporaries(cache_root, older_than_s=STALE_CACHE_TEMPORARY_S)
     volumes: list[PreprocessedVolume] = []
     problems: list[DataError] = []
     for case in tqdm(dataset.cases, desc="preprocess", unit="scan", disable=not progress, leave=False):

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,10 +69,19 @@ def write_json(path: str | Path, obj: object) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+def remove_stale_temporaries(folder: str | Path, older_than_s: float = 0.0) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` left in ``folder`` (and below) when its
-    process was killed mid-write; returns them. Call it only on a folder no other process writes to."""
-    stale = [p for p in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
+    process was killed mid-write; returns them. With ``older_than_s`` = 0, call it only on a folder no
+    other process writes to; in a shared folder, only files unmodified for that long are deleted."""
+    if older_than_s < 0:
+        raise ValueError(f"older_than_s must be >= 0, got {older_than_s}")
+    cutoff = time.time() - older_than_s
+    stale = []
+    for p in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}"):
+        try:
+            if p.is_file() and (older_than_s == 0 or p.stat().st_mtime < cutoff):
+                p.unlink(missing_ok=True)
+                stale.append(p)
+        except FileNotFoundError:  # another process renamed or removed it meanwhile
+            continue
     return stale
