@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU numbers of docs/performance.md: the throughput benchmark in four settings, a short
-# pretraining run, and whole-volume inference on a CT-sized volume.
+# pretraining run, and whole-volume inference on a CT-sized volume. Then two runs that look for the
+# cause of the (b)/(a) overhead: profiles of (a) and (b), and the boundary target made by the workers.
 #
 #   bash benchmarks/gpu_checks.sh ../shared/data/Task04_Hippocampus runs/gpu
 set -euo pipefail
@@ -22,3 +23,5 @@ vp pretrain "$DATA" --out "$OUT/pretrain" --device cuda --workers "$WORKERS" --b
     --channels-last --cache "$CACHE" --quiet
 python3 benchmarks/inference_speed.py --device cuda --shape 512,512,200 --patch 128,128,128 --window-batch 1,4 | tee "$OUT/inference_ct.json"
 python3 benchmarks/inference_speed.py --device cuda --shape 35,51,35 --patch 48,64,48 --window-batch 1,4 | tee "$OUT/inference_hippocampus.json"
+vp bench "$DATA" "${common[@]}" --batch 16 --profile "$OUT/profile_b16" --out "$OUT/bench_b16_profiled.json"
+vp bench "$DATA" "${common[@]}" --batch 16 --boundary-in workers --out "$OUT/bench_b16_boundary_in_workers.json"

@@ -190,8 +190,9 @@ def test_pickle_payload_never_runs(command, trained_runs, synthetic_dataset, tmp
 def test_pretrain_speed_options_run_on_the_cpu(synthetic_dataset, cache_dir, tmp_path, capsys):
     """bf16 autocast and channels-last are for CUDA but must not break a CPU run; weights stay float32."""
     out = tmp_path / "run"
-    code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST, "--amp", "bf16", "--channels-last"], capsys)
+    code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST, "--amp", "bf16", "--channels-last",
+                       "--boundary-in", "device"], capsys)
     assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["speed"] == {"amp": "bf16", "channels_last": True, "compile": False}
+    assert json.loads((out / "config.json").read_text())["speed"] == {"amp": "bf16", "channels_last": True, "compile": False, "boundary_in": "device"}
     network, _ = load_pretext_network(out)
     assert all(p.dtype == torch.float32 for p in network.parameters())

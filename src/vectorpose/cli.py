@@ -98,11 +98,14 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision (for CUDA).")
 @click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout (for CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (for CUDA).")
+@click.option("--boundary-in", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
+              help="Where the boundary target is made: auto is the workers on the CPU, the device on a GPU.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: int, lr: float, seed: int, device: str, workers: int,
              modality: str | None, channels: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
              boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
-             overwrite: bool, skip_bad: bool, threads: int | None, amp: str, channels_last: bool, compile_: bool, quiet: bool) -> None:
+             overwrite: bool, skip_bad: bool, threads: int | None, amp: str, channels_last: bool, compile_: bool, boundary_in: str,
+             quiet: bool) -> None:
     """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files).
 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
@@ -125,7 +128,7 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_)
+    speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_, boundary_in=boundary_in)
     result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           skip_bad=skip_bad, progress=not quiet, speed=speed)
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
@@ -295,33 +298,40 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision.")
 @click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
+@click.option("--boundary-in", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
+              help="Where the boundary target is made: auto is the workers on the CPU, the device on a GPU.")
 @click.option("--reference-samples", default=16, show_default=True, help="Samples drawn by the SciPy reference pipeline.")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="JSON file for the results.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out (and --profile) if it exists.")
+@click.option("--profile", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for torch.profiler traces and op tables of (a) and (b), taken after the timed runs.")
 def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: int, workers: int, threads: int | None, device: str,
-          channels: str, amp: str, channels_last: bool, compile_: bool, reference_samples: int, modality: str | None, cache: Path | None,
-          out: Path | None, overwrite: bool) -> None:
+          channels: str, amp: str, channels_last: bool, compile_: bool, boundary_in: str, reference_samples: int, modality: str | None,
+          cache: Path | None, out: Path | None, overwrite: bool, profile: Path | None) -> None:
     """Time pretraining on DATA: model step, full step, pipeline alone, and the per-crop SciPy reference."""
     from .benchmark.throughput import format_throughput, measure_throughput
     from .models.backbone import BackboneConfig
     from .training.speed import SpeedOptions
     from .utils.files import write_json
 
-    if out is not None and out.exists() and not overwrite:
-        raise VectorPoseError(f"{out}: already exists; pass --overwrite to replace it")
+    for path in (out, profile):
+        if path is not None and path.exists() and not overwrite:
+            raise VectorPoseError(f"{path}: already exists; pass --overwrite to replace it")
     _set_threads(threads, workers, device)
     chans = _ints(channels)
     try:
         backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
-        speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_)
+        speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_, boundary_in=boundary_in)
         result = measure_throughput(data, method=method, patch_size=patch, batch_size=batch, steps=steps, warmup=warmup, workers=workers,
                                     device=device, backbone=backbone, speed=speed, reference_samples=reference_samples, modality=modality,
-                                    cache_dir=cache)
+                                    cache_dir=cache, profile_dir=profile)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(format_throughput(result))
+    if profile is not None:
+        click.echo(f"profiles of (a) and (b) written to {profile}")
     if out is not None:
         write_json(out, result)
         click.echo(f"results written to {out}")

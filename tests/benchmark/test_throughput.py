@@ -30,9 +30,37 @@ def test_bench_writes_consistent_results(workers, synthetic_dataset, tmp_path, c
     assert_one_line_error(code, err, str(out), "--overwrite")
 
 
+@pytest.mark.parametrize("boundary_in, main_process_pads", [("workers", False), ("device", True)])
+def test_bench_profiles_show_where_the_boundary_is_made(boundary_in, main_process_pads, synthetic_dataset, tmp_path, capsys):
+    """The boundary target's replicate padding (the network pads with zeros) is in the training
+    process's profile of (b) exactly when the device, not the workers, makes the target."""
+    profile = tmp_path / "profile"
+    code, stdout, err = run(["bench", synthetic_dataset, *TINY, "--workers", "1", "--boundary-in", boundary_in, "--cache", tmp_path / "cache",
+                             "--profile", profile], capsys)
+    assert code == 0, err
+    assert str(profile) in stdout
+    ops = {}
+    for step in ("model_step", "full_step"):
+        assert "aten::convolution" in (profile / f"{step}.ops.txt").read_text()
+        ops[step] = {event.get("name") for event in json.loads((profile / f"{step}.trace.json").read_text())["traceEvents"]}
+    assert ("aten::replication_pad3d" in ops["full_step"]) == main_process_pads
+    assert "aten::replication_pad3d" not in ops["model_step"] and "aten::convolution_backward" in ops["model_step"]
+    code, _, err = run(["bench", synthetic_dataset, *TINY, "--profile", profile], capsys)
+    assert_one_line_error(code, err, str(profile), "--overwrite")
+
+
+@pytest.mark.parametrize("boundary_in, device, in_workers", [
+    ("auto", "cpu", True), ("auto", "cuda", False), ("workers", "cuda", True), ("device", "cpu", False), ("workers", "cpu", True),
+])
+def test_where_the_boundary_is_made(boundary_in, device, in_workers):
+    assert SpeedOptions(boundary_in=boundary_in).boundary_in_workers(torch.device(device)) == in_workers
+
+
 def test_speed_options():
     with pytest.raises(ValueError, match="amp"):
         SpeedOptions(amp="fp8")
+    with pytest.raises(ValueError, match="boundary_in"):
+        SpeedOptions(boundary_in="gpu")
     net = torch.nn.Conv3d(1, 2, 3)
     speed = SpeedOptions(channels_last=True)
     speed.layout(net)

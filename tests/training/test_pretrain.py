@@ -12,6 +12,7 @@ from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.checkpoint import load_resume_state
 from vectorpose.training.pretrain import PretrainConfig, load_pretext_network, pretrain
+from vectorpose.training.speed import SpeedOptions
 
 TINY = dict(batch_size=2, log_every=2, backbone=BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1), pretext=PretextConfig(patch_size=16))
 
@@ -36,6 +37,19 @@ def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_where_the_boundary_is_made_does_not_change_training(synthetic_dataset, cache_dir, tmp_path):
+    """The workers (the CPU default) and the training process make the same target, bit for bit."""
+    weights = {}
+    for place in ("workers", "device"):
+        config = PretrainConfig(steps=3, workers=1, **TINY)
+        result = pretrain(synthetic_dataset, tmp_path / place, config, cache_dir=cache_dir, progress=False,
+                          speed=SpeedOptions(boundary_in=place))
+        weights[place] = result.network.state_dict()
+        assert json.loads((tmp_path / place / "config.json").read_text())["speed"]["boundary_in"] == place
+    for name, value in weights["workers"].items():
+        assert torch.equal(value, weights["device"][name]), name
 
 
 def test_losses_fall_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path):

@@ -13,6 +13,11 @@ One run measures, on the same data and settings:
 
 ``overhead = (b) / (a)`` says how much the pipeline slows training (1.0: not at all);
 ``speedup = (c in-process) / (d)`` compares the two pipelines on equal terms (one process each).
+
+With ``profile_dir``, (a) and (b) are run once more, untimed, under ``torch.profiler``, to show
+where an overhead comes from: per step, ``<name>.trace.json`` (a Chrome trace with every thread of
+this process, the prefetch thread included; open it in Perfetto) and ``<name>.ops.txt`` (ops by
+self time).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..training.pretext_data import PretextDataset, pipeline_collate
 from ..training.pretrain import pretext_step
 from ..training.run import resolve_device, step_loader
 from ..training.speed import SpeedOptions
+from ..utils.files import atomic_write
 
 
 def _sync(device: torch.device) -> None:
@@ -67,6 +73,7 @@ def measure_throughput(
     modality: str | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
+    profile_dir: str | Path | None = None,
 ) -> dict:
     """Measure (a)–(d) above on the scans of ``data``; returns the numbers, the settings and the machine."""
     if steps < 1 or warmup < 0 or reference_samples < 1:
@@ -93,7 +100,7 @@ def measure_throughput(
 
     def loader(n_workers: int, start: int):
         return step_loader(samples, batch_size, start, start + total, seed, n_workers, dev,
-                           collate_fn=pipeline_collate(dev, needs_boundary))
+                           collate_fn=pipeline_collate(dev, needs_boundary, speed))
 
     def prepared(n_workers: int, start: int):
         return iter(DevicePrefetcher(loader(n_workers, start), dev, speed, boundary=needs_boundary))
@@ -138,6 +145,14 @@ def measure_throughput(
     full_step = (time.perf_counter() - tic) / steps
     it.close()
 
+    if profile_dir is not None:
+        profile_steps(Path(profile_dir) / "model_step", dev, lambda i: train_step(cached[i % len(cached)]), steps)
+        it = prepared(workers, 2 * total)
+        for _ in range(warmup):
+            train_step(next(it))
+        profile_steps(Path(profile_dir) / "full_step", dev, lambda i: train_step(next(it)), steps)
+        it.close()
+
     # (d) the per-crop SciPy reference, drawing volumes as the dataset does
     tic = time.perf_counter()
     for i in range(reference_samples):
@@ -149,7 +164,8 @@ def measure_throughput(
     return {
         "settings": {"data": str(Path(data).resolve()), "method": method, "patch_size": patch_size, "batch_size": batch_size,
                      "steps": steps, "warmup": warmup, "workers": workers, "device": str(dev), "backbone": backbone.to_json(),
-                     "speed": speed.to_json(), "reference_samples": reference_samples, "seed": seed, "volumes": len(volumes)},
+                     "speed": speed.to_json(), "reference_samples": reference_samples, "seed": seed, "volumes": len(volumes),
+                     "profile": str(Path(profile_dir).resolve()) if profile_dir is not None else None},
         "machine": host,
         "model_step_s": model_step,
         "full_step_s": full_step,
@@ -160,6 +176,20 @@ def measure_throughput(
         "overhead": full_step / model_step,
         "speedup": rates["pipeline_inprocess"] / reference_rate,
     }
+
+
+def profile_steps(stem: Path, device: torch.device, step, steps: int) -> None:
+    """Run ``step(i)`` for ``i < steps`` under ``torch.profiler``; write ``stem.trace.json`` and ``stem.ops.txt``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for i in range(steps):
+            step(i)
+        _sync(device)
+    table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=40)
+    atomic_write(stem.with_name(stem.name + ".ops.txt"), lambda tmp: tmp.write_text(table + "\n"))
+    atomic_write(stem.with_name(stem.name + ".trace.json"), lambda tmp: prof.export_chrome_trace(str(tmp)))
 
 
 def format_throughput(result: dict) -> str:

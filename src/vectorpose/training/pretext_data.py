@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, default_collate
 from ..data.preprocessing import PreprocessedVolume
 from ..pretext.boundary import boundary_target
 from ..pretext.sample import PretextConfig, make_pretext_sample
+from .speed import SpeedOptions
 
 
 class PretextDataset(Dataset):
@@ -70,7 +71,8 @@ def boundary_collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     return batch
 
 
-def pipeline_collate(device: torch.device, boundary: bool):
-    """How batches are put together: with a ``boundary`` term on the CPU, the workers add the boundary
-    target (:func:`boundary_collate`); on a GPU it is computed batched on the device, inside the loss."""
-    return boundary_collate if boundary and device.type != "cuda" else default_collate
+def pipeline_collate(device: torch.device, boundary: bool, speed: SpeedOptions = SpeedOptions()):
+    """How batches are put together: with a ``boundary`` term, the workers add the boundary target
+    (:func:`boundary_collate`) on the CPU, or where ``speed.boundary_in`` says so; otherwise it is made
+    on the training device (:class:`~vectorpose.training.prefetch.DevicePrefetcher`)."""
+    return boundary_collate if boundary and speed.boundary_in_workers(device) else default_collate

@@ -261,7 +261,7 @@ def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: Pret
     model = speed.compiled(model)
 
     loader = step_loader(rank_dataset(volumes, config, ctx.rank), config.batch_size, start, config.steps, config.seed,
-                         config.workers, device, collate_fn=pipeline_collate(device, method.boundary_weight > 0))
+                         config.workers, device, collate_fn=pipeline_collate(device, method.boundary_weight > 0, speed))
     saved_step = start if resume else None
 
     def checkpoint(step: int) -> Path:
