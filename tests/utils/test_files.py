@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -102,6 +103,36 @@ def test_sigkill_mid_write_leaves_old_file_and_a_temporary_that_is_cleared(tmp_p
     assert len(stale) == 1 and stale[0].name.startswith(".state.bin.") and stale[0].suffix == ".tmp"
     assert remove_stale_temporaries(tmp_path) == stale
     assert leftovers(tmp_path) == [] and target.read_bytes() == b"old"
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, and restore it."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_file_mode_follows_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    path = write_json(tmp_path / "a.json", {})
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    plain = tmp_path / "plain"  # what open() gives, for comparison
+    plain.write_text("")
+    assert stat.S_IMODE(plain.stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_replaced_file_keeps_its_mode(tmp_path, umask, writer):
+    write, read = WRITERS[writer]
+    write(tmp_path, 1)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    for p in written:
+        p.chmod(0o640)
+    write(tmp_path, 2)
+    assert read(tmp_path) == 2
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o640}
 
 
 @pytest.mark.parametrize("age_s, older_than_s, removed", [(0, 0, True), (10, 5, True), (1, 5, False), (100, 0, True)])

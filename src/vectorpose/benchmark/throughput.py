@@ -14,10 +14,10 @@ One run measures, on the same data and settings:
 ``overhead = (b) / (a)`` says how much the pipeline slows training (1.0: not at all);
 ``speedup = (c in-process) / (d)`` compares the two pipelines on equal terms (one process each).
 
-With ``profile_dir``, (a) and (b) are run once more, untimed, under ``torch.profiler``, to show
-where an overhead comes from: per step, ``<name>.trace.json`` (a Chrome trace with every thread of
-this process, the prefetch thread included; open it in Perfetto) and ``<name>.ops.txt`` (ops by
-self time).
+With ``profile_dir``, (a) and (b) are run once more for up to 10 steps, untimed, under
+``torch.profiler``, to show where an overhead comes from. Each gives ``<name>.trace.json`` (a Chrome
+trace with every thread of this process, the prefetch thread included; open it in Perfetto) and
+``<name>.ops.txt`` (ops by self time).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ from ..training.pretrain import pretext_step
 from ..training.run import resolve_device, step_loader
 from ..training.speed import SpeedOptions
 from ..utils.files import atomic_write
+
+
+PROFILED_STEPS = 10
 
 
 def _sync(device: torch.device) -> None:
@@ -146,11 +149,13 @@ def measure_throughput(
     it.close()
 
     if profile_dir is not None:
-        profile_steps(Path(profile_dir) / "model_step", dev, lambda i: train_step(cached[i % len(cached)]), steps)
+        # 10 steps show the pattern; a trace holds every op, about 1 MB a step
+        profiled = min(steps, PROFILED_STEPS)
+        profile_steps(Path(profile_dir) / "model_step", dev, lambda i: train_step(cached[i % len(cached)]), profiled)
         it = prepared(workers, 2 * total)
         for _ in range(warmup):
             train_step(next(it))
-        profile_steps(Path(profile_dir) / "full_step", dev, lambda i: train_step(next(it)), steps)
+        profile_steps(Path(profile_dir) / "full_step", dev, lambda i: train_step(next(it)), profiled)
         it.close()
 
     # (d) the per-crop SciPy reference, drawing volumes as the dataset does

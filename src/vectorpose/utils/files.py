@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,12 +31,33 @@ def _write_failure(path: Path, exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it.
 
     The rename is atomic on POSIX file systems, so ``path`` holds either its old content or the
     complete new one. On failure the temporary file is removed and :class:`OutputError` names
     ``path`` and the reason (a full disk, a read-only folder); the old content of ``path`` is kept.
+    The new file keeps the old one's permissions, or gets those the umask allows.
     A process killed mid-write leaves only a hidden ``.<name>.*.tmp`` file, which
     :func:`remove_stale_temporaries` clears.
     """
@@ -49,6 +71,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode any other tool would: the old
+        # file's, or what the umask allows, so colleagues can read a shared cache or run folder
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except Exception as exc:
         if tmp is not None:
