@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .errors import DatasetError, TrainingStopped, VectorPoseError
+
+if TYPE_CHECKING:
+    from .training.speed import SpeedOptions
 
 
 def _floats(text: str, n: int | None = None) -> tuple[float, ...]:
@@ -45,6 +50,29 @@ def _set_threads(threads: int | None, workers: int, device: str) -> None:
         torch.set_num_threads(threads)
     elif workers > 0 and (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+
+
+def _speed_options(command):
+    """Add the CUDA speed options and ``--boundary-in`` to ``command``, which receives them as one
+    ``speed`` (:class:`~vectorpose.training.speed.SpeedOptions`)."""
+
+    @functools.wraps(command)
+    def with_speed(*args, amp: str, channels_last: bool, compile_: bool, boundary_in: str, **kwargs):
+        from .training.speed import SpeedOptions
+
+        speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_, boundary_in=boundary_in)
+        return command(*args, speed=speed, **kwargs)
+
+    options = [
+        click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision (for CUDA)."),
+        click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout (for CUDA)."),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (for CUDA)."),
+        click.option("--boundary-in", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
+                     help="Where the boundary target is made: auto is the workers on the CPU, the device on a GPU."),
+    ]
+    for option in reversed(options):
+        with_speed = option(with_speed)
+    return with_speed
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -95,17 +123,12 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable scans (named) instead of stopping.")
 @click.option("--threads", type=int, default=None,
               help="Torch threads of this process [on the CPU with --workers: the cores the workers leave free].")
-@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision (for CUDA).")
-@click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout (for CUDA).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (for CUDA).")
-@click.option("--boundary-in", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
-              help="Where the boundary target is made: auto is the workers on the CPU, the device on a GPU.")
+@_speed_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: int, lr: float, seed: int, device: str, workers: int,
              modality: str | None, channels: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
              boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
-             overwrite: bool, skip_bad: bool, threads: int | None, amp: str, channels_last: bool, compile_: bool, boundary_in: str,
-             quiet: bool) -> None:
+             overwrite: bool, skip_bad: bool, threads: int | None, speed: SpeedOptions, quiet: bool) -> None:
     """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files).
 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
@@ -114,7 +137,6 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     from .models.backbone import BackboneConfig
     from .pretext.sample import PretextConfig
     from .training.pretrain import PretrainConfig, pretrain as run_pretrain
-    from .training.speed import SpeedOptions
 
     _set_threads(threads, workers, device)
     chans = _ints(channels)
@@ -128,7 +150,6 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_, boundary_in=boundary_in)
     result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           skip_bad=skip_bad, progress=not quiet, speed=speed)
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
@@ -295,11 +316,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
               help="Torch threads of this process [on the CPU with --workers: the cores the workers leave free].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--channels", default="16,32,64,128,256", show_default=True, help="Backbone channels per level.")
-@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision.")
-@click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
-@click.option("--boundary-in", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
-              help="Where the boundary target is made: auto is the workers on the CPU, the device on a GPU.")
+@_speed_options
 @click.option("--reference-samples", default=16, show_default=True, help="Samples drawn by the SciPy reference pipeline.")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
@@ -308,12 +325,11 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
 @click.option("--profile", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for torch.profiler traces and op tables of (a) and (b), taken after the timed runs.")
 def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: int, workers: int, threads: int | None, device: str,
-          channels: str, amp: str, channels_last: bool, compile_: bool, boundary_in: str, reference_samples: int, modality: str | None,
+          channels: str, speed: SpeedOptions, reference_samples: int, modality: str | None,
           cache: Path | None, out: Path | None, overwrite: bool, profile: Path | None) -> None:
     """Time pretraining on DATA: model step, full step, pipeline alone, and the per-crop SciPy reference."""
     from .benchmark.throughput import format_throughput, measure_throughput
     from .models.backbone import BackboneConfig
-    from .training.speed import SpeedOptions
     from .utils.files import write_json
 
     for path in (out, profile):
@@ -323,7 +339,6 @@ def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: i
     chans = _ints(channels)
     try:
         backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
-        speed = SpeedOptions(amp=None if amp == "none" else amp, channels_last=channels_last, compile=compile_, boundary_in=boundary_in)
         result = measure_throughput(data, method=method, patch_size=patch, batch_size=batch, steps=steps, warmup=warmup, workers=workers,
                                     device=device, backbone=backbone, speed=speed, reference_samples=reference_samples, modality=modality,
                                     cache_dir=cache, profile_dir=profile)
