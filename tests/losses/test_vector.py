@@ -13,7 +13,9 @@ def reference_loss(pred, target):
     r = np.abs(pred[..., 0] - target[..., 0]).mean()
     theta = np.abs(pred[..., 1] - target[..., 1]).mean()
     d = pred[..., 2] - target[..., 2]
-    phi = np.min(np.stack([np.abs(d), np.abs(d - 2), np.abs(d + 2)]), axis=0).mean()
+    circle = np.min(np.stack([np.abs(d), np.abs(d - 2), np.abs(d + 2)]), axis=0)
+    defined = np.sin(np.pi * target[..., 1]) >= 0.05
+    phi = circle[defined].mean() if defined.any() else 0.0
     return r, theta, phi
 
 
@@ -22,6 +24,7 @@ def test_matches_numpy_reference(seed):
     rng = np.random.default_rng(seed)
     pred = np.concatenate([rng.random((5, 9, 2)), rng.uniform(-1, 1, (5, 9, 1))], axis=-1)
     target = np.concatenate([rng.random((5, 9, 2)), rng.uniform(-1, 1, (5, 9, 1))], axis=-1)
+    target[0, :4, 1] = [0.0, 1.0, 0.01, 0.99]  # on or within 2° of the polar axis: azimuth left out
     got = vector_loss(torch.from_numpy(pred), torch.from_numpy(target))
     r, theta, phi = reference_loss(pred, target)
     assert got["r"].item() == pytest.approx(r) and got["theta"].item() == pytest.approx(theta)
@@ -43,3 +46,11 @@ def test_gradient_flows_across_the_seam():
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         vector_loss(torch.zeros(2, 9, 3), torch.zeros(2, 9, 2))
+
+
+def test_azimuth_on_the_polar_axis_costs_nothing():
+    # theta-hat 0 and 1 (along and against the polar axis), and 0.5 (in plane) with the azimuth wrong by 0.5
+    target = torch.tensor([[[0.5, 0.0, 0.0], [0.5, 1.0, 1.0], [0.5, 0.5, 0.25]]])
+    pred = torch.tensor([[[0.5, 0.0, 0.7], [0.5, 1.0, -0.3], [0.5, 0.5, 0.75]]])
+    assert vector_loss(pred, target)["phi"].item() == pytest.approx(0.5)
+    assert vector_loss(pred[:, :2], target[:, :2])["phi"].item() == 0.0

@@ -26,13 +26,13 @@ def test_sampled_geometry_bounds(shape, patch):
 
 def test_crop_without_resize_is_a_slice():
     vol = np.random.default_rng(0).random((20, 22, 24)).astype(np.float32)
-    g = CropGeometry((20, 22, 24), (3, 5, 7), 8, 8, 1.0)
+    g = CropGeometry((20, 22, 24), (3, 5, 7), 8, 8, 1.0, 12)
     np.testing.assert_array_equal(extract_crop(vol, g, 0.0)[0].numpy(), vol[3:11, 5:13, 7:15])
 
 
 def test_padded_crop_matches_numpy_pad():
     vol = np.random.default_rng(1).random((10, 12, 6)).astype(np.float32)
-    g = CropGeometry((10, 12, 6), (-2, 3, -5), 14, 14, 1.0)
+    g = CropGeometry((10, 12, 6), (-2, 3, -5), 14, 14, 1.0, 21)
     assert g.padded
     padded = np.pad(vol, 20, constant_values=-1.0)
     expected = padded[18:32, 23:37, 15:29]
@@ -41,7 +41,7 @@ def test_padded_crop_matches_numpy_pad():
 
 def test_resize_is_trilinear_of_the_crop():
     vol = np.random.default_rng(2).random((30, 30, 30)).astype(np.float32)
-    g = CropGeometry((30, 30, 30), (2, 4, 6), 24, 16, 1.5)
+    g = CropGeometry((30, 30, 30), (2, 4, 6), 24, 16, 1.5, 24)
     crop = torch.from_numpy(vol[2:26, 4:28, 6:30].copy())[None, None]
     expected = F.interpolate(crop, size=(16, 16, 16), mode="trilinear", align_corners=False)[0]
     torch.testing.assert_close(extract_crop(vol, g, 0.0), expected)
@@ -49,7 +49,7 @@ def test_resize_is_trilinear_of_the_crop():
 
 def test_multichannel_and_shape_check():
     vol = np.zeros((3, 10, 10, 10), dtype=np.float32)
-    g = CropGeometry((10, 10, 10), (0, 0, 0), 5, 8, 0.6)
+    g = CropGeometry((10, 10, 10), (0, 0, 0), 5, 8, 0.6, 12)
     assert extract_crop(vol, g, 0.0).shape == (3, 8, 8, 8)
     with pytest.raises(ValueError, match="differs"):
         extract_crop(np.zeros((9, 10, 10), dtype=np.float32), g, 0.0)
@@ -60,3 +60,12 @@ def test_sampling_rejects_bad_arguments(kwargs):
     args = dict(volume_shape=(10, 10, 10), patch_size=8, rng=np.random.default_rng(0), scale_range=(0.5, 1.5)) | kwargs
     with pytest.raises(ValueError):
         sample_crop_geometry(**args)
+
+
+def test_max_side_bounds_every_drawn_side():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        g = sample_crop_geometry((30, 40, 20), 16, rng, (0.5, 1.5))
+        assert g.max_side == 24 and 8 <= g.side <= 24
+    with pytest.raises(ValueError, match="max_side"):
+        CropGeometry((10, 10, 10), (0, 0, 0), 13, 8, 1.6, 12)

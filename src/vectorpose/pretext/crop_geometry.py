@@ -28,6 +28,9 @@ class CropGeometry:
         side: crop side ``L`` in voxels, ``round(scale * patch_size)``.
         patch_size: side ``P`` of the resized patch the network sees.
         scale: the drawn scale ``s``.
+        max_side: the largest side the sampler can draw, ``round(s_max * P)``. With the volume shape
+            it bounds the length of every crop vector, which sets the normalising radius of the
+            Vector Prediction targets (:func:`~vectorpose.pretext.vectors.normalising_radius`).
     """
 
     volume_shape: tuple[int, int, int]
@@ -35,6 +38,11 @@ class CropGeometry:
     side: int
     patch_size: int
     scale: float
+    max_side: int
+
+    def __post_init__(self):
+        if not 1 <= self.side <= self.max_side:
+            raise ValueError(f"crop side must lie in [1, max_side = {self.max_side}], got {self.side}")
 
     @property
     def hi(self) -> tuple[int, int, int]:
@@ -70,11 +78,12 @@ def sample_crop_geometry(
         raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
     scale = float(rng.uniform(smin, smax))
     side = max(1, int(round(scale * patch_size)))
+    max_side = max(1, int(round(smax * patch_size)))
     lo = []
     for s in volume_shape:
         a, b = sorted((0, s - side))
         lo.append(int(rng.integers(a, b + 1)))
-    return CropGeometry(tuple(int(s) for s in volume_shape), tuple(lo), side, patch_size, scale)  # type: ignore[arg-type]
+    return CropGeometry(tuple(int(s) for s in volume_shape), tuple(lo), side, patch_size, scale, max_side)  # type: ignore[arg-type]
 
 
 def crop_box(volume: np.ndarray, lo, size, pad_value: float, dtype=None) -> np.ndarray:
