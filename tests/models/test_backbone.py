@@ -51,10 +51,29 @@ def test_config_json_round_trip():
 
 
 def test_vector_head_ranges():
-    head = VectorHead(in_features=12, hidden=16)
+    head = VectorHead(in_channels=12, hidden=16)
     out = head((torch.randn(3, 4, 2, 2, 2) * 50, torch.randn(3, 4, 4, 4, 4), torch.randn(3, 4, 8, 8, 8)))
     assert out.shape == (3, 9, 3)
     assert (out[..., :2] >= 0).all() and (out[..., :2] <= 1).all() and (out[..., 2].abs() <= 1).all()
+
+
+def test_vector_head_sees_which_octant_a_feature_is_in():
+    # the same feature values, moved to the opposite octant, must reach the MLP differently
+    head = VectorHead(in_channels=3, hidden=8, dropout=0.0).eval()
+    levels = [torch.zeros(1, 1, n, n, n) for n in (2, 4, 8)]
+    moved = [torch.zeros(1, 1, n, n, n) for n in (2, 4, 8)]
+    for a, b in zip(levels, moved):
+        h = a.shape[-1] // 2
+        a[..., :h, :h, :h] = 1.0
+        b[..., h:, h:, h:] = 1.0
+    assert a.mean() == b.mean()  # a global mean could not tell them apart
+    assert not torch.allclose(head(levels), head(moved))
+
+
+def test_vector_head_rejects_bad_arguments():
+    for kwargs in (dict(in_channels=0), dict(in_channels=4, grid=0), dict(in_channels=4, dropout=1.0)):
+        with pytest.raises(ValueError):
+            VectorHead(**kwargs)
 
 
 @pytest.mark.parametrize("vector,restoration,boundary,keys", [(True, True, True, {"vectors", "restored", "boundary"}), (True, False, False, {"vectors"}), (False, True, True, {"restored", "boundary"}), (False, True, False, {"restored"})])
