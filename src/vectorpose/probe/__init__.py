@@ -6,3 +6,8 @@ measures it directly (``vectorpose probe RUN DATA --out FILE``). One concept per
 :mod:`.features` (frozen encoder → pooled features), :mod:`.fit` (the scikit-learn probes),
 :mod:`.runner` (``run_probe``) and :mod:`.report` (JSON, markdown, PNG).
 """
+
+from .report import write_report
+from .runner import ProbeConfig, ProbeResult, run_probe
+
+__all__ = ["ProbeConfig", "ProbeResult", "run_probe", "write_report"]

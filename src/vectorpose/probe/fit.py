@@ -56,8 +56,8 @@ def _check(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.
         raise ValueError(f"features must be (n, C) with the same C, got {x_fit.shape} and {x_eval.shape}")
     if len(x_fit) != len(y_fit) or len(x_eval) != len(y_eval):
         raise ValueError("features and targets must have the same number of rows")
-    if len(x_fit) < 2 or len(x_eval) < 1:
-        raise ValueError(f"need at least 2 fit rows and 1 evaluation row, got {len(x_fit)} and {len(x_eval)}")
+    if len(x_fit) < 2 or len(x_eval) < 2:
+        raise ValueError(f"need at least 2 fit rows and 2 evaluation rows (R² needs two), got {len(x_fit)} and {len(x_eval)}")
 
 
 def fit_regression(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
