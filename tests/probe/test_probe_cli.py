@@ -6,6 +6,7 @@ import json
 import shutil
 
 from cli_helpers import assert_one_line_error, run
+from probe_helpers import probe_cache, tiny_run  # noqa: F401 (fixtures)
 
 
 def test_probe_command_writes_json_markdown_and_png(tiny_run, synthetic_dataset, probe_cache, tmp_path, capsys):

@@ -14,6 +14,7 @@ from vectorpose.training.checkpoint import CheckpointError
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.pretrain import PretrainConfig, pretrain
+from probe_helpers import probe_cache, tiny_run  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -96,7 +96,8 @@ def format_table(result: ProbeResult) -> str:
 
 
 def plot_png(result: ProbeResult) -> bytes:
-    """A grouped bar chart (one group per probe, one bar per encoder), chance levels as dashes; PNG bytes."""
+    """A grouped bar chart (one group per probe, one bar per encoder); dashes at R² 0 and at the majority-class
+    rates; PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +117,7 @@ def plot_png(result: ProbeResult) -> bytes:
     ax.set_xticks(range(len(COLUMNS)), [name for name, _ in COLUMNS])
     ax.set_ylim(min(-0.1, min(get(e) for e in encoders for _, get in COLUMNS) - 0.05), 1.0)
     ax.set_ylabel("R² / accuracy on held-out cases")
-    ax.set_title("Linear probes on frozen bottleneck features (dashes: chance)")
+    ax.set_title("Linear probes on frozen bottleneck features\n(dashes: what a probe that learnt nothing scores)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     fig.tight_layout()

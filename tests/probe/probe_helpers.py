@@ -1,4 +1,5 @@
-"""A tiny pretraining run on the synthetic dataset, shared by the probe's runner, report and CLI tests."""
+"""A tiny pretraining run on the synthetic dataset, for the probe's runner and CLI tests (imported by them: a
+conftest.py here would shadow the top-level one, which other tests import as ``conftest``)."""
 
 from __future__ import annotations
 
