@@ -16,6 +16,7 @@ from .inference.predictor import load_segmenter, predict
 from .methods import get_method
 from .models.backbone import BackboneConfig, UNetBackbone
 from .pretext.sample import PretextConfig, make_pretext_sample
+from .probe import ProbeConfig, ProbeResult, run_probe
 from .training.pretext_data import PretextDataset
 from .training.finetune import FinetuneConfig, finetune
 from .training.pretrain import PretrainConfig, load_pretext_network, pretrain
@@ -29,6 +30,8 @@ __all__ = [
     "PretextConfig",
     "PretextDataset",
     "PretrainConfig",
+    "ProbeConfig",
+    "ProbeResult",
     "UNetBackbone",
     "evaluate",
     "finetune",
@@ -40,5 +43,6 @@ __all__ = [
     "predict",
     "preprocess_dataset",
     "pretrain",
+    "run_probe",
     "run_benchmark",
 ]
