@@ -129,7 +129,7 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
              modality: str | None, channels: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
              boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
              overwrite: bool, skip_bad: bool, threads: int | None, speed: SpeedOptions, quiet: bool) -> None:
-    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files).
+    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder, or any folder of NIfTI, NRRD or MetaImage files and DICOM series).
 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
     vectorpose.cli pretrain ...); rank 0 writes the run folder.
@@ -242,7 +242,11 @@ def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace existing label maps.")
 def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool) -> None:
-    """Segment INPUT (a NIfTI file, a folder of them, or a DICOM series folder) into OUTPUT label maps."""
+    """Segment INPUT (a NIfTI, NRRD or MetaImage file, a folder of them, or a DICOM series folder) into OUTPUT label maps.
+
+    Each label map is written in its scan's format (.nhdr as .nrrd, .mhd as .mha; DICOM as .nii.gz), or
+    in the format an OUTPUT file name ends with (.nii.gz, .nii, .nrrd, .mha).
+    """
     from .inference.predictor import predict as run_predict
     from .training.run import resolve_device
 
