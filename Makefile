@@ -14,7 +14,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# the pin again: nnunetv2 pulls torchvision, whose newest release would otherwise replace torch
+	$(BIN)/python -m pip install --quiet -e ".[test]" $(if $(TORCH),"$(TORCH)")
 	touch $(STAMP)
 
 demo: setup

@@ -111,6 +111,10 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--channels", default="16,32,64,128,256", show_default=True, help="Backbone channels per level.")
+@click.option("--backbone", type=click.Choice(["unet", "nnunet"]), default="unet", show_default=True,
+              help="unet (VectorPOSE's own) or nnunet: the network of an nnU-Net v2 plans file (--plans).")
+@click.option("--plans", type=click.Path(path_type=Path, dir_okay=False), default=None, help="nnU-Net v2 plans file (nnUNetPlans.json).")
+@click.option("--configuration", default="3d_fullres", show_default=True, help="Configuration of --plans.")
 @click.option("--scale-range", default="0.5,1.5", show_default=True, help="Crop scale range s_min,s_max.")
 @click.option("--vp-weight", type=float, default=None, help="Weight of the vector loss.")
 @click.option("--rec-weight", type=float, default=None, help="Weight of the reconstruction loss.")
@@ -126,10 +130,10 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @_speed_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: int, lr: float, seed: int, device: str, workers: int,
-             modality: str | None, channels: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
+             modality: str | None, channels: str, backbone: str, plans: Path | None, configuration: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
              boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
              overwrite: bool, skip_bad: bool, threads: int | None, speed: SpeedOptions, quiet: bool) -> None:
-    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder or any folder of NIfTI files).
+    """Pretrain a 3D U-Net on the scans in DATA (an MSD folder, or any folder of NIfTI, NRRD or MetaImage files and DICOM series).
 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
     vectorpose.cli pretrain ...); rank 0 writes the run folder.
@@ -141,11 +145,12 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     _set_threads(threads, workers, device)
     chans = _ints(channels)
     weights = {k: v for k, v in (("vp", vp_weight), ("rec", rec_weight), ("boundary", boundary_weight)) if v is not None}
+    network = _nnunet_backbone(backbone, plans, configuration, patch)
     try:
         config = PretrainConfig(
             method=method, steps=steps, batch_size=batch, lr=lr, seed=seed, device=device, workers=workers,
             log_every=log_every, checkpoint_every=checkpoint_every, loss_weights=weights or None,
-            backbone=BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1)),
+            backbone=network or BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1)),
             pretext=PretextConfig(patch_size=patch, scale_range=_floats(scale_range, 2)),  # type: ignore[arg-type]
         )
     except ValueError as exc:
@@ -155,6 +160,41 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
         click.echo(f"pretrained model written to {result.model_path} ({final})")
+
+
+def _nnunet_backbone(backbone: str, plans: Path | None, configuration: str, patch: int):
+    """The nnU-Net network of ``--backbone nnunet --plans``, checked against ``--patch``; ``None`` for ``unet``."""
+    if backbone != "nnunet":
+        if plans is not None:
+            raise click.UsageError("--plans is for --backbone nnunet")
+        return None
+    if plans is None:
+        raise click.UsageError("--backbone nnunet needs --plans nnUNetPlans.json (made by nnUNetv2_plan_and_preprocess)")
+    from .models.nnunet_backbone import NnUNetBackboneConfig
+
+    network = NnUNetBackboneConfig.from_plans(plans, configuration)
+    try:
+        network.check_patch_size(patch)
+    except ValueError as exc:
+        raise click.UsageError(f"--patch: {exc}") from None
+    return network
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--to", "target", type=click.Choice(["nnunet"]), required=True, help="Format to write: nnunet (-pretrained_weights file).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
+    """Write the pretrained weights of RUN for another framework: --to nnunet OUT.pth for
+    nnUNetv2_train DATASET CONFIG FOLD -pretrained_weights OUT.pth (RUN pretrained with --backbone nnunet)."""
+    from .export.nnunet import export_nnunet
+
+    path, info = export_nnunet(run_dir, out, overwrite=overwrite)
+    click.echo(f"wrote {info['tensors']} tensors of {info['network_class_name'].rsplit('.', 1)[-1]} ({info['plans_name']}, "
+               f"{info['configuration']}, step {info['step']}) to {path}")
+    click.echo(f"train with: nnUNetv2_train DATASET {info['configuration']} FOLD -pretrained_weights {path}"
+               + (f" -p {info['plans_name']}" if info["plans_name"] and info["plans_name"] != "nnUNetPlans" else ""))
 
 
 @cli.command()
@@ -242,7 +282,11 @@ def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace existing label maps.")
 def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool) -> None:
-    """Segment INPUT (a NIfTI file, a folder of them, or a DICOM series folder) into OUTPUT label maps."""
+    """Segment INPUT (a NIfTI, NRRD or MetaImage file, a folder of them, or a DICOM series folder) into OUTPUT label maps.
+
+    Each label map is written in its scan's format (.nhdr as .nrrd, .mhd as .mha; DICOM as .nii.gz), or
+    in the format an OUTPUT file name ends with (.nii.gz, .nii, .nrrd, .mha).
+    """
     from .inference.predictor import predict as run_predict
     from .training.run import resolve_device
 

@@ -309,3 +309,83 @@ def test_real_hippocampus_dataset(hippocampus: Path):
         assert c.image.is_file() and c.label.is_file()
         assert c.image.name == c.label.name
         assert c.image.parent.name == "imagesTr" and c.label.parent.name == "labelsTr"
+
+
+# --- NRRD, MetaImage and DICOM scans ----------------------------------------------------------
+
+
+def _write_itk(path: Path, shape=(4, 5, 6)) -> Path:
+    from scan_formats import write_scan
+
+    return write_scan(path, np.ones(shape, dtype=np.float32), np.eye(4))
+
+
+def _write_series(folder: Path) -> Path:
+    from scan_formats import write_dicom_series
+
+    return write_dicom_series(folder, np.ones((4, 5, 3), dtype=np.int16))
+
+
+def test_plain_folder_finds_every_format_and_dicom_series(tmp_path: Path):
+    root = tmp_path / "scans"
+    _write_nifti(root / "a.nii.gz")
+    _write_itk(root / "b.nrrd")
+    _write_itk(root / "sub" / "c.mha")
+    _write_itk(root / "sub" / "d.mhd")  # its d.zraw is data, not a case
+    _write_itk(root / "sub" / "e.nhdr")
+    _write_series(root / "patient1" / "series7")
+    _write_series(root / "patient2" / "series7")  # the same series name twice: ids take the folder path
+    (root / "patient2" / "notes.txt").write_text("not a scan")
+    _write_itk(root / ".hidden" / "f.nrrd")
+    ds = load_dataset(root)
+    found = {c.case_id: c.image for c in ds.cases}
+    assert found == {
+        "a": (root / "a.nii.gz").resolve(), "b": (root / "b.nrrd").resolve(), "c": (root / "sub" / "c.mha").resolve(),
+        "d": (root / "sub" / "d.mhd").resolve(), "e": (root / "sub" / "e.nhdr").resolve(),
+        "patient1__series7": (root / "patient1" / "series7").resolve(), "patient2__series7": (root / "patient2" / "series7").resolve(),
+    }
+
+
+def test_dicom_series_folder_is_one_case(tmp_path: Path):
+    folder = _write_series(tmp_path / "series")
+    ds = load_dataset(folder)
+    assert [(c.case_id, c.image) for c in ds.cases] == [("series", folder.resolve())]
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mha", ".mhd"])
+def test_single_itk_file(tmp_path: Path, suffix: str):
+    path = _write_itk(tmp_path / f"case_0000{suffix}")
+    assert load_dataset(path).cases == (Case("case", path.resolve(), None),)
+
+
+def test_msd_entries_may_name_any_format(tmp_path: Path):
+    root = tmp_path / "msd"
+    _write_itk(root / "imagesTr" / "x.nrrd")
+    _write_itk(root / "labelsTr" / "x.mha")
+    _write_series(root / "imagesTr" / "y")
+    training = [{"image": "./imagesTr/x.nrrd", "label": "./labelsTr/x.mha"}, {"image": "./imagesTr/y"},
+                {"image": "./imagesTr/z.nrrd", "label": "./labelsTr/z.nrrd"}]
+    (root / "dataset.json").write_text(json.dumps({"training": training}))
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(root)
+    assert [p.path.name for p in exc.value.problems] == ["z.nrrd", "z.nrrd"]
+    (root / "dataset.json").write_text(json.dumps({"training": training[:2]}))
+    ds = load_dataset(root)
+    assert ds.cases == (Case("x", (root / "imagesTr" / "x.nrrd").resolve(), (root / "labelsTr" / "x.mha").resolve()),
+                        Case("y", (root / "imagesTr" / "y").resolve(), None))
+
+
+@pytest.mark.parametrize("ending", [".nrrd", ".mha", None])
+def test_nnunet_v2_folder_of_another_file_ending(tmp_path: Path, ending):
+    root = tmp_path / "Dataset001"
+    suffix = ending or ".mha"
+    for cid in ("c1", "c2"):
+        _write_itk(root / "imagesTr" / f"{cid}_0000{suffix}")
+    _write_itk(root / "labelsTr" / f"c1{suffix}")
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "x": 1}, "numTraining": 2}
+    if ending:
+        meta["file_ending"] = ending
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    assert [(c.case_id, c.label.name if c.label else None) for c in ds.cases] == [("c1", f"c1{suffix}"), ("c2", None)]
+    assert ds.modality == "CT"

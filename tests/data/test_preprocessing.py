@@ -14,7 +14,7 @@ import pytest
 
 import vectorpose.data.preprocessing as prep
 from vectorpose.data.datasets import Case, Dataset, load_dataset
-from vectorpose.data.io import load_nifti
+from vectorpose.data.io import load_image, load_nifti
 from vectorpose.data.preprocessing import (
     PreprocessedVolume,
     PreprocessingConfig,
@@ -285,9 +285,9 @@ def test_second_call_reuses_cache(case_files, cache_dir: Path, monkeypatch):
     time.sleep(0.01)
 
     def boom(*a, **k):
-        raise AssertionError("load_nifti must not be called on a cache hit")
+        raise AssertionError("load_image must not be called on a cache hit")
 
-    monkeypatch.setattr(prep, "load_nifti", boom)
+    monkeypatch.setattr(prep, "load_image", boom)
     second = preprocess_case(case, cfg, cache_dir)
     assert second == first
     assert sorted(cache_dir.iterdir()) == files
@@ -613,3 +613,32 @@ def test_label_values_are_recorded_once_and_kept(present, tmp_path: Path, cache_
     sidecar.write_text(json.dumps(old))
     assert preprocess_case(case, cfg, cache_dir).label_values == present
     assert "values" in json.loads(sidecar.read_text())
+
+
+@pytest.mark.parametrize("kind", ["dicom", ".mhd", ".nhdr"])
+def test_scans_of_several_files_are_keyed_by_every_file(kind, tmp_path: Path, cache_dir: Path):
+    """A DICOM series or a detached header is cached by the bytes of all its files: changing one slice
+    or the data file (not the header) gives a new entry, and an unchanged scan reuses its entry."""
+    from scan_formats import write_dicom_series, write_scan
+
+    array = np.random.default_rng(0).integers(0, 500, (8, 9, 5)).astype(np.int16)
+    changed = array.copy()
+    changed[:, :, 4] += 7  # only the last slice / the data, never the header
+    if kind == "dicom":
+        def make(a):
+            return write_dicom_series(tmp_path / "series", a)
+    else:
+        def make(a):
+            return write_scan(tmp_path / f"scan{kind}", a, np.eye(4), compress=False)
+    cfg = PreprocessingConfig("MRI")
+    source = make(array)
+    first = preprocess_case(Case("s", source), cfg, cache_dir)
+    assert preprocess_case(Case("s", source), cfg, cache_dir).image_path == first.image_path
+    time.sleep(0.01)
+    header = source.read_bytes() if source.is_file() else None
+    make(changed)
+    if header is not None:
+        assert source.read_bytes() == header
+    second = preprocess_case(Case("s", source), cfg, cache_dir)
+    assert second.image_path != first.image_path
+    np.testing.assert_allclose(second.image(), normalise_intensity(load_image(source)[0], cfg))

@@ -1,17 +1,22 @@
-"""Finding the scans of a dataset: an MSD / nnU-Net raw folder or any folder of NIfTI files.
+"""Finding the scans of a dataset: an MSD / nnU-Net raw folder or any folder of scans.
 
-An MSD folder has ``dataset.json`` listing ``training`` pairs (``imagesTr``/``labelsTr``) and a
-``modality`` map; for pretraining, any folder of NIfTI files (searched recursively) works too.
+A scan is a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
+``.mhd``) file, or a DICOM series: a folder that directly holds DICOM files (see
+:mod:`vectorpose.data.io`). An MSD folder has ``dataset.json`` listing ``training`` pairs
+(``imagesTr``/``labelsTr``), whose entries may name any scan, and a ``modality`` map; an nnU-Net v2
+folder pairs ``imagesTr/<case>_0000<file_ending>`` with ``labelsTr/<case><file_ending>``. For
+pretraining, any folder of scans (searched recursively) works too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError, DatasetError
-from .io import is_nifti
+from .io import SCAN_SUFFIXES, holds_dicom, is_scan_file, scan_suffix
 
 MODALITIES = ("CT", "MRI")
 
@@ -53,9 +58,9 @@ def normalise_modality(name: str) -> str:
 
 def _case_id(path: Path) -> str:
     name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
+    suffix = scan_suffix(path) if not path.is_dir() else None
+    if suffix:
+        name = name[: -len(suffix)]
     # nnU-Net raw folders name channels `<case>_0000.nii.gz`
     if len(name) > 5 and name[-5] == "_" and name[-4:].isdigit():
         name = name[:-5]
@@ -110,7 +115,8 @@ def _msd_dataset(root: Path) -> Dataset:
                 image = _msd_path(root, entry.get("image"), "image", meta_path)
                 label = entry.get("label")
                 label_path = _msd_path(root, label, "label", meta_path) if label is not None else None
-                missing = [DataError(p, f"file named in {meta_path} not found") for p in (image, label_path) if p is not None and not p.is_file()]
+                missing = [DataError(p, f"file named in {meta_path} not found") for p in (image, label_path)
+                           if p is not None and not (p.is_file() or p.is_dir() and holds_dicom(p))]
                 if missing:
                     problems.extend(missing)
                     continue
@@ -118,36 +124,52 @@ def _msd_dataset(root: Path) -> Dataset:
             except DataError as err:
                 problems.append(err)
     else:
-        # nnU-Net v2 lists no pairs: pair imagesTr/<case>_0000 with labelsTr/<case>
-        images = sorted(p for p in (root / "imagesTr").glob("*") if is_nifti(p))
+        # nnU-Net v2 lists no pairs: pair imagesTr/<case>_0000<ending> with labelsTr/<case><ending>
+        ending = meta.get("file_ending")
+        endings = (ending.lower(),) if isinstance(ending, str) and ending.lower() in SCAN_SUFFIXES else SCAN_SUFFIXES
+        images = sorted(p for p in (root / "imagesTr").glob("*") if p.is_file() and scan_suffix(p) in endings)
+        label_dir = root / "labelsTr"
         for image in images:
             cid = _case_id(image)
-            label_dir = root / "labelsTr"
-            label = next((p for p in label_dir.glob(f"{cid}.nii*") if is_nifti(p)), None)
+            label = next((label_dir / f"{cid}{e}" for e in (scan_suffix(image), *endings) if (label_dir / f"{cid}{e}").is_file()), None)
             cases.append(Case(cid, image.resolve(), label.resolve() if label else None))
     if problems:
         raise DatasetError(problems)
     if not cases:
-        raise DataError(root, "dataset.json lists no training cases and imagesTr/ holds no NIfTI file")
+        raise DataError(root, "dataset.json lists no training cases and imagesTr/ holds no scan file")
     return Dataset(root=root, cases=tuple(cases), modality=modality, labels=labels)
 
 
+def find_scans(root: Path) -> list[Path]:
+    """Every scan in ``root`` or below, sorted: NIfTI, NRRD and MetaImage files, and every folder
+    that directly holds DICOM files (one series; several series in one folder are refused when read).
+    Hidden files and folders are left out."""
+    scans = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        here = Path(folder)
+        scans.extend(here / n for n in names if is_scan_file(here / n))
+        if holds_dicom(here):
+            scans.append(here)
+    return sorted(scans)
+
+
 def _folder_dataset(root: Path) -> Dataset:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_nifti(p))
+    files = find_scans(root)
     if not files:
-        raise DataError(root, "no NIfTI files (*.nii, *.nii.gz) found in this folder or below")
+        raise DataError(root, "no scans (NIfTI, NRRD or MetaImage files, or DICOM series folders) found in this folder or below")
     names = [_case_id(f) for f in files]
     cases = []
     for f, cid in zip(files, names):
         # a name that occurs in several sub-folders takes its relative folder path, which is unique
         if names.count(cid) > 1:
-            cid = "__".join((*f.relative_to(root).parent.parts, cid))
+            cid = "__".join((*f.relative_to(root).parent.parts, cid)) if f != root else cid
         cases.append(Case(cid, f.resolve()))
     return Dataset(root=root, cases=tuple(cases))
 
 
 def load_dataset(path: str | Path, modality: str | None = None) -> Dataset:
-    """Find the cases of ``path``: an MSD folder, a folder of NIfTI files, or one NIfTI file.
+    """Find the cases of ``path``: an MSD folder, a folder of scans, or one scan (a file, or a DICOM series folder).
 
     ``modality`` overrides what ``dataset.json`` says; without either, the caller must choose.
 
@@ -159,8 +181,8 @@ def load_dataset(path: str | Path, modality: str | None = None) -> Dataset:
     if not root.exists():
         raise DataError(root, "no such file or folder")
     if root.is_file():
-        if not is_nifti(root):
-            raise DataError(root, "not a NIfTI file (expected .nii or .nii.gz) nor a dataset folder")
+        if not is_scan_file(root):
+            raise DataError(root, f"not a scan file (expected {', '.join(SCAN_SUFFIXES)}) nor a dataset folder")
         ds = Dataset(root=root.parent, cases=(Case(_case_id(root), root.resolve()),))
     elif (root / "dataset.json").is_file():
         ds = _msd_dataset(root)

@@ -1,4 +1,8 @@
-"""Reading NIfTI volumes into one canonical orientation while keeping their native geometry.
+"""Reading scans into one canonical orientation while keeping their native geometry.
+
+Scans are NIfTI files (nibabel), NRRD and MetaImage files and DICOM series folders (SimpleITK, see
+:mod:`vectorpose.data.sitk_io`); every one is first read as a nibabel image whose affine maps voxel
+indices to RAS world coordinates, so all formats share the steps below.
 
 Every volume is brought to RAS+ voxel order (index along array axis 0 grows towards the patient's
 right, axis 1 towards anterior, axis 2 towards superior) with ``nibabel.as_closest_canonical``, so
@@ -17,13 +21,73 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import DataError
+from .sitk_io import ITK_FORMATS, as_nifti, data_files, itk_suffix, read_itk_file, write_itk_label_map
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# every file a dataset folder may hold as one scan; DICOM series are folders
+SCAN_SUFFIXES = NIFTI_SUFFIXES + tuple(ITK_FORMATS)
+# what a label map is written as, for each input format (DICOM series: NIfTI)
+LABEL_MAP_SUFFIX = {".nii": ".nii", ".nii.gz": ".nii.gz", ".nrrd": ".nrrd", ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
+DICOM_SUFFIXES = (".dcm", ".ima")
 
 
 def is_nifti(path: Path) -> bool:
     name = path.name.lower()
     return any(name.endswith(s) for s in NIFTI_SUFFIXES) and not name.startswith(".")
+
+
+def scan_suffix(path: Path) -> str | None:
+    """The scan suffix of a file name (``.nii.gz``, ``.nrrd``, ...; lower case), or ``None``."""
+    name = path.name.lower()
+    if name.startswith("."):
+        return None
+    return next((s for s in sorted(SCAN_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+
+
+def is_scan_file(path: Path) -> bool:
+    """A NIfTI, NRRD or MetaImage file name (not hidden); a DICOM series is a folder instead."""
+    return scan_suffix(path) is not None
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM part-10 file (``DICM`` after the 128-byte preamble), or one named ``*.dcm`` / ``*.ima``."""
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if scan_suffix(path) is not None:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def holds_dicom(folder: Path) -> bool:
+    """Whether ``folder`` itself (not its sub-folders) holds a DICOM file: it is then one case, a series."""
+    try:
+        return any(is_dicom_file(p) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def scan_files(path: Path) -> list[Path]:
+    """The files whose bytes make up a scan, for content digests: the file (and a detached header's
+    data files), or the non-hidden files of a DICOM series folder, sorted."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return data_files(path)
+
+
+def label_map_suffix(source: Path) -> str:
+    """The suffix of the label map predicted for ``source``: its own format for NIfTI, NRRD and
+    MetaImage files (``.nhdr`` -> ``.nrrd``, ``.mhd`` -> ``.mha``, single files), NIfTI (``.nii.gz``)
+    for a DICOM series."""
+    suffix = scan_suffix(source) if not source.is_dir() else None
+    return LABEL_MAP_SUFFIX[suffix] if suffix else ".nii.gz"
 
 
 @dataclass(frozen=True)
@@ -82,7 +146,8 @@ def _read_nifti(path: Path) -> nib.spatialimages.SpatialImage:
 def read_dicom_series(folder: Path) -> nib.Nifti1Image:
     """Read the one DICOM series in ``folder`` (SimpleITK) as an in-memory NIfTI image.
 
-    DICOM geometry is LPS; the NIfTI affine is RAS, so the first two world axes change sign.
+    DICOM geometry is LPS; the NIfTI affine is RAS, so the first two world axes change sign
+    (:func:`vectorpose.data.sitk_io.affine_from_sitk`).
 
     Raises:
         DataError: no DICOM series, several series (named), or unreadable slices.
@@ -101,25 +166,19 @@ def read_dicom_series(folder: Path) -> nib.Nifti1Image:
         image = reader.Execute()
     except RuntimeError as exc:
         raise DataError(folder, f"unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(folder, f"expected a 3D single-channel series, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} components")
-    # SimpleITK arrays are (z, y, x); NIfTI arrays are (i, j, k) = (x, y, z)
-    array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[None, :]
-    affine[:3, 3] = image.GetOrigin()
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    return nib.Nifti1Image(array, affine)
+    return as_nifti(image, folder)
 
 
 def read_image(path: str | Path) -> nib.spatialimages.SpatialImage:
-    """A NIfTI file or a DICOM series folder, as a nibabel image in its stored orientation."""
+    """A NIfTI, NRRD or MetaImage file or a DICOM series folder, as a nibabel image in its stored
+    orientation. The suffix chooses the reader; a file of any other name is read as NIfTI."""
     path = Path(path)
     if path.is_dir():
         return read_dicom_series(path)
     if not path.is_file():
         raise DataError(path, "file not found")
+    if itk_suffix(path) is not None:
+        return read_itk_file(path)
     return _read_nifti(path)
 
 
@@ -150,13 +209,14 @@ def to_canonical(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[np.nd
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
-    """Read a 3D NIfTI file or DICOM series folder; return its RAS+ array and its geometry.
+    """Read a 3D NIfTI, NRRD or MetaImage file or a DICOM series folder; return its RAS+ array and its geometry.
 
     Returns ``(array, geometry)`` with ``array`` of shape ``geometry.canonical_shape`` in the file's
     own dtype. A 4D image is accepted only when its extra dimensions have size 1.
 
     Raises:
-        DataError: the path is missing, unreadable, truncated, not NIfTI/DICOM or not 3D.
+        DataError: the path is missing, unreadable, truncated, not of the format its suffix names
+        (not NIfTI for other names), not a single DICOM series, or not 3D.
     """
     path = Path(path)
     return to_canonical(read_image(path), path)
@@ -180,25 +240,38 @@ def from_canonical(array: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
     return np.ascontiguousarray(back)
 
 
-def save_label_map(path: str | Path, labels: np.ndarray, geometry: ImageGeometry, compressed: bool | None = None) -> Path:
-    """Write a canonical-order uint8 label map as NIfTI in the input's own shape, affine and orientation.
+def save_label_map(path: str | Path, labels: np.ndarray, geometry: ImageGeometry, compressed: bool | None = None,
+                   suffix: str | None = None) -> Path:
+    """Write a canonical-order uint8 label map in the input's own shape, affine and orientation.
 
-    ``compressed`` (gzip) defaults to whether ``path`` ends in ``.gz``.
+    ``suffix`` chooses the format: ``.nii.gz`` / ``.nii`` (NIfTI), ``.nrrd`` (NRRD) or ``.mha``
+    (MetaImage, compressed); by default, the suffix of ``path``, NIfTI for any other name.
+    ``compressed`` (gzip, NIfTI only) defaults to whether ``path`` ends in ``.gz``.
     """
     from ..utils.files import atomic_write
 
     stored = from_canonical(labels.astype(np.uint8), geometry)
-    img = nib.Nifti1Image(stored, np.asarray(geometry.affine))
-    img.set_data_dtype(np.uint8)
-    img.header.set_xyzt_units("mm")
     path = Path(path)
-    suffix = ".nii.gz" if (path.name.lower().endswith(".gz") if compressed is None else compressed) else ".nii"
+    if suffix is None:
+        named = scan_suffix(path.with_name(path.name.lstrip(".")))
+        suffix = LABEL_MAP_SUFFIX[named] if named else (".nii.gz" if path.name.lower().endswith(".gz") else ".nii")
+    if suffix in (".nrrd", ".mha"):
+        writer = lambda staged: write_itk_label_map(staged, stored, np.asarray(geometry.affine), suffix)  # noqa: E731
+    elif suffix in NIFTI_SUFFIXES:
+        img = nib.Nifti1Image(stored, np.asarray(geometry.affine))
+        img.set_data_dtype(np.uint8)
+        img.header.set_xyzt_units("mm")
+        gz = suffix == ".nii.gz" if compressed is None else compressed
+        suffix = ".nii.gz" if gz else ".nii"
+        writer = lambda staged: nib.save(img, str(staged))  # noqa: E731
+    else:
+        raise ValueError(f"label maps are written as .nii.gz, .nii, .nrrd or .mha, not {suffix!r}")
 
     def write(tmp: Path) -> None:
-        # nibabel picks the format from the name, so it writes beside tmp under a NIfTI suffix
+        # nibabel and SimpleITK pick the format from the name, so they write beside tmp under its suffix
         staged = tmp.with_name(tmp.name + suffix)
         try:
-            nib.save(img, str(staged))
+            writer(staged)
             staged.replace(tmp)
         finally:
             staged.unlink(missing_ok=True)

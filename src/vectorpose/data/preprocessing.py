@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DataError, DatasetError
 from ..utils.files import atomic_write, remove_stale_temporaries, write_json
 from .datasets import Case, Dataset, normalise_modality
-from .io import ImageGeometry, load_nifti
+from .io import ImageGeometry, load_image, scan_files
 
 # bump when the meaning of a cached array changes
 CACHE_FORMAT = 1
@@ -148,6 +148,20 @@ def file_digest(path: Path) -> str:
 
 
 def _digest(path: Path, cache_dir: Path) -> str:
+    """The SHA-256 of a scan's bytes: of the file, or, for a scan made of several files (a DICOM
+    series folder, a detached NRRD / MetaImage header and its data), of their names and digests.
+
+    Each file's digest is read once per version of the file (:func:`_file_digest`).
+    """
+    path = Path(path)
+    files = scan_files(path)
+    if files == [path]:
+        return _file_digest(path, cache_dir)
+    lines = "".join(f"{f.name}\t{_file_digest(f, cache_dir)}\n" for f in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _file_digest(path: Path, cache_dir: Path) -> str:
     """The SHA-256 of ``path``'s bytes, read once per version of the file.
 
     A file is known by its path, size, inode and modification and change times (``st_ctime_ns``
@@ -238,14 +252,14 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
 def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image_key: str,
                  label_key: str | None) -> tuple[dict, dict | None]:
     """Preprocess and cache the image (and label map); returns their sidecar entries."""
-    raw, geometry = load_nifti(case.image)
+    raw, geometry = load_image(case.image)
     try:
         image = normalise_intensity(raw, config)
     except ValueError as exc:
         raise DataError(case.image, str(exc)) from None
     if label_key is not None:
         assert case.label is not None
-        raw_label, label_geometry = load_nifti(case.label)
+        raw_label, label_geometry = load_image(case.label)
         _check_label_geometry(case, geometry, label_geometry)
         try:
             label = label_to_uint8(raw_label)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.io import ImageGeometry, is_nifti, load_image, save_label_map
+from ..data.io import LABEL_MAP_SUFFIX, ImageGeometry, is_scan_file, label_map_suffix, load_image, save_label_map, scan_suffix
 from ..data.preprocessing import PreprocessingConfig, normalise_intensity
 from ..errors import DataError, VectorPoseError
 from ..models.backbone import BackboneConfig
@@ -47,7 +47,7 @@ class Segmenter:
         return predict_labels(self.network, image, self.patch_size, self.device)
 
     def predict_path(self, path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
-        """Read a NIfTI file or DICOM series folder, normalise it, and predict in RAS+ order."""
+        """Read a scan file or DICOM series folder, normalise it, and predict in RAS+ order."""
         raw, geometry = load_image(path)
         try:
             image = normalise_intensity(raw, self.preprocessing)
@@ -70,24 +70,49 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
     return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device)  # type: ignore[arg-type]
 
 
+# OUTPUT names a file (not a folder) when it ends in one of these
+OUTPUT_FILE_SUFFIXES = (".nii", ".nii.gz", ".gz", ".nrrd", ".mha")
+
+
 def _is_dicom_folder(path: Path) -> bool:
-    return path.is_dir() and not any(is_nifti(p) for p in path.iterdir())
+    return path.is_dir() and not any(is_scan_file(p) for p in path.iterdir())
+
+
+def _names_a_file(output: Path) -> bool:
+    if scan_suffix(output) in (".nhdr", ".mhd"):
+        raise VectorPoseError(f"{output}: label maps are written as one file; name it .nii.gz, .nii, .nrrd or .mha")
+    return output.name.lower().endswith(OUTPUT_FILE_SUFFIXES)
+
+
+def output_suffix(output: Path) -> str:
+    """The format of a label map file, from its name: ``.nii.gz``, ``.nii``, ``.nrrd`` or ``.mha``."""
+    suffix = scan_suffix(output)
+    if suffix in LABEL_MAP_SUFFIX:
+        return LABEL_MAP_SUFFIX[suffix]
+    return ".nii.gz" if output.name.lower().endswith(".gz") else ".nii"
+
+
+def output_name(source: Path) -> str:
+    """The label map's file name for ``source``: its own name in its own format (one file), or
+    ``<folder name>.nii.gz`` for a DICOM series."""
+    suffix = scan_suffix(source) if source.is_file() else None
+    stem = source.name[: -len(suffix)] if suffix else source.name
+    return stem + label_map_suffix(source)
 
 
 def prediction_jobs(source: Path, output: Path) -> list[tuple[Path, Path]]:
-    """``(input, output file)`` pairs: a NIfTI file or DICOM series -> ``output`` (a file name, or a
-    folder that gets ``<name>.nii.gz``); a folder of NIfTI files -> one output per file in ``output``."""
+    """``(input, output file)`` pairs: a scan file or DICOM series -> ``output`` (a file name, or a
+    folder that gets :func:`output_name`); a folder of scan files -> one output per file in ``output``."""
     if not source.exists():
         raise DataError(source, "no such file or folder")
     if source.is_file() or _is_dicom_folder(source):
-        if output.suffix in (".nii", ".gz"):
+        if _names_a_file(output):
             return [(source, output)]
-        name = source.name if is_nifti(source) else f"{source.name}.nii.gz"
-        return [(source, output / name)]
-    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
-    if output.suffix in (".nii", ".gz"):
+        return [(source, output / output_name(source))]
+    files = sorted(p for p in source.iterdir() if p.is_file() and is_scan_file(p))
+    if _names_a_file(output):
         raise VectorPoseError(f"{output}: INPUT is a folder, so OUTPUT must be a folder, not a file name")
-    return [(f, output / f.name) for f in files]
+    return [(f, output / output_name(f)) for f in files]
 
 
 def predict(model: str | Path, source: str | Path, output: str | Path, device: str = "cpu", overwrite: bool = False) -> list[Path]:
@@ -100,7 +125,7 @@ def predict(model: str | Path, source: str | Path, output: str | Path, device: s
     source, output = Path(source), Path(output)
     jobs = prediction_jobs(source, output)
     if not jobs:
-        raise DataError(source, "no NIfTI files or DICOM series to predict")
+        raise DataError(source, "no scans (NIfTI, NRRD or MetaImage files) or DICOM series to predict")
     existing = [o for _, o in jobs if o.exists()]
     if existing and not overwrite:
         raise VectorPoseError(f"{existing[0]}: already exists; pass --overwrite to replace it")
@@ -111,7 +136,7 @@ def predict(model: str | Path, source: str | Path, output: str | Path, device: s
         for src, dst in jobs:
             labels, geometry = segmenter.predict_path(src)
             tmp = dst.with_name(f".{dst.name}.staged{TEMPORARY_SUFFIX}")
-            staged.append((save_label_map(tmp, labels, geometry, compressed=dst.name.lower().endswith(".gz")), dst))
+            staged.append((save_label_map(tmp, labels, geometry, suffix=output_suffix(dst)), dst))
         for tmp, dst in staged:
             tmp.replace(dst)
     except BaseException:

@@ -91,11 +91,11 @@ def validate_metadata(meta: object, source: Path) -> dict:
 def _check_configs(meta: dict, source: Path) -> None:
     """The nested backbone and preprocessing settings must build, or the file is refused here."""
     from ..data.preprocessing import PreprocessingConfig
-    from ..models.backbone import BackboneConfig
+    from ..models.backbones import backbone_from_json
 
-    for key, config in (("backbone", BackboneConfig), ("preprocessing", PreprocessingConfig)):
+    for key, read in (("backbone", backbone_from_json), ("preprocessing", PreprocessingConfig.from_json)):
         try:
-            config.from_json(meta[key])
+            read(meta[key])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: metadata {key!r} is malformed ({type(exc).__name__}: {exc})") from None
 

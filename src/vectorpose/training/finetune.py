@@ -212,6 +212,9 @@ def finetune(
         preprocessing = PreprocessingConfig.from_json(pretrained_meta["preprocessing"])
         if dataset.modality is not None and dataset.modality != preprocessing.modality:
             raise CheckpointError(f"{init}: pretrained on {preprocessing.modality} data, but {data} is {dataset.modality}")
+        if pretrained_meta["backbone"].get("kind") == "nnunet":
+            raise CheckpointError(f"{init}: pretrained with --backbone nnunet, which VectorPOSE does not fine-tune; train it with nnU-Net: "
+                                  f"vectorpose export {init} --to nnunet OUT.pth, then nnUNetv2_train ... -pretrained_weights OUT.pth")
         backbone = BackboneConfig.from_json(pretrained_meta["backbone"])
         check_compatible(str(init), pretrained_meta, (config.backbone or backbone).to_json(), preprocessing.to_json())
     else:

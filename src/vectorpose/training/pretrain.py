@@ -25,6 +25,7 @@ from ..data.validation import check_crop_fits
 from ..errors import DataError, OutputError, VectorPoseError
 from ..methods import PretextMethod, get_method
 from ..models.backbone import BackboneConfig
+from ..models.backbones import AnyBackboneConfig, backbone_from_json
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
@@ -52,7 +53,7 @@ class PretrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     loss_weights: dict[str, float] | None = None
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backbone: AnyBackboneConfig = field(default_factory=BackboneConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
 
     def __post_init__(self):
@@ -97,7 +98,7 @@ class PretrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> PretrainConfig:
         d = dict(d)
-        d["backbone"] = BackboneConfig.from_json(d["backbone"])
+        d["backbone"] = backbone_from_json(d["backbone"])
         d["pretext"] = PretextConfig.from_json(d["pretext"])
         return cls(**d)
 
@@ -128,7 +129,7 @@ def load_pretext_network(path: str | Path) -> tuple[PretextNetwork, dict]:
     """Rebuild a pretraining network from a run folder or model file; returns ``(network, metadata)``."""
     state, meta = load_model(path, task="pretext")
     heads = meta["heads"]
-    network = PretextNetwork(BackboneConfig.from_json(meta["backbone"]), bool(heads.get("vector")), bool(heads.get("restoration")), bool(heads.get("boundary")))
+    network = PretextNetwork(backbone_from_json(meta["backbone"]), bool(heads.get("vector")), bool(heads.get("restoration")), bool(heads.get("boundary")))
     load_weights(network, state, path)
     network.eval()
     return network, meta

@@ -1,0 +1,1 @@
+"""Pretrained weights in the formats of other training frameworks."""
