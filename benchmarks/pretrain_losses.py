@@ -96,20 +96,28 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="extra options passed to vectorpose pretrain")
     parser.add_argument("--held-out-crops", type=int, default=1024, help="fresh crops for the VP-against-constant table")
     parser.add_argument("--cache", default=None, help="preprocessing cache folder")
+    parser.add_argument("--existing", action="store_true",
+                        help="--out already holds a finished run made by this command (e.g. a benchmark's pretrain/vectorpose): report on it without training")
     args = parser.parse_args()
 
     cmd = ["vectorpose", "pretrain", args.data, "--out", args.out, "--steps", str(args.steps), "--seed", "0", "--quiet"]
     cmd += shlex.split(args.extra)
     if args.cache:
         cmd += ["--cache", args.cache]
-    if Path(args.out).exists():
+    if Path(args.out).exists() and not args.existing:
         cmd.append("--overwrite")
     exe = Path(sys.executable).with_name("vectorpose")
     t0 = time.perf_counter()
-    subprocess.run([str(exe)] + cmd[1:], check=True)
+    if not args.existing:
+        subprocess.run([str(exe)] + cmd[1:], check=True)
     wall = time.perf_counter() - t0
 
     rows = [json.loads(l) for l in (Path(args.out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    if args.existing:
+        wall = rows[-1]["elapsed_s"]
+        made = json.loads((Path(args.out) / "config.json").read_text())["pretrain"]
+        if (made["steps"], made["seed"]) != (args.steps, 0):
+            sys.exit(f"{args.out}: made with steps {made['steps']} and seed {made['seed']}, not by this command")
     config = json.loads((Path(args.out) / "config.json").read_text())
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
@@ -173,7 +181,7 @@ Produced by `python benchmarks/pretrain_losses.py {' '.join(shlex.quote(a) for a
 - method `{config['pretrain']['method']}`, patch {config['pretrain']['pretext']['patch_size']}³, batch {config['pretrain']['batch_size']},
   lr {config['pretrain']['lr']} (AdamW, cosine), seed {config['pretrain']['seed']}, backbone channels {config['pretrain']['backbone']['channels']}
 - wall time: {wall / 60:.1f} min ({args.steps / wall:.2f} steps/s, {rows[-1]['crops_per_s']:.1f} crops/s in the last log window),
-  preprocessing included
+  {'training only (the run was made earlier, by the same settings, and reported with --existing)' if args.existing else 'preprocessing included'}
 - machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}, no GPU
 
 Mean of each loss term over eight equal windows of the run (logged every {config['pretrain']['log_every']} steps):

@@ -5,7 +5,8 @@ is up") reads only what the pretrained encoder already holds: the network is put
 gradient flows, and each crop ``(1, P, P, P)`` becomes the global average of the backbone's
 bottleneck features (``coarse[0]`` of :class:`~vectorpose.models.backbone.BackboneFeatures`, shape
 ``(B, C, P / d, P / d, P / d)`` with ``d`` the backbone's size divisor), i.e. a vector of
-``C = channels[-1]`` numbers. The same pooled bottleneck feeds the Vector Prediction head.
+``C = channels[-1]`` numbers. A global mean keeps no layout (the Vector Prediction head keeps a
+2×2×2 one), so this is the stricter reading of what the encoder holds.
 
 Only the encoder and bottleneck run (:func:`bottleneck`): the decoder does not change the bottleneck
 and costs three quarters of a forward pass at the default size on a CPU. A test checks that the
