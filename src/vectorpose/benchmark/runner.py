@@ -34,7 +34,7 @@ from ..data.validation import check_crop_fits, check_label_values, check_patch_f
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
-from ..training.checkpoint import load_model
+from ..models.files import load_model
 from ..training.finetune import FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
 from ..training.run import resolve_device

@@ -15,10 +15,10 @@ import torch
 
 from ..data.io import ImageGeometry, is_nifti, load_image, save_label_map
 from ..data.preprocessing import PreprocessingConfig, normalise_intensity
-from ..errors import DataError, VectorPoseError
+from ..errors import CheckpointError, DataError, VectorPoseError
 from ..models.backbone import BackboneConfig
+from ..models.files import load_model, load_weights
 from ..models.segmentation_network import SegmentationNetwork
-from ..training.checkpoint import CheckpointError, load_model, load_weights
 from ..utils.files import TEMPORARY_SUFFIX
 from .sliding_window import predict_labels
 

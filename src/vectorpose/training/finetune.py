@@ -31,15 +31,15 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
 from ..data.splits import Split, make_split
 from ..data.validation import check_label_values, check_patch_fits
-from ..errors import DataError, OutputError, VectorPoseError
+from ..errors import CheckpointError, DataError, OutputError, VectorPoseError
 from ..inference.metrics import case_metrics
 from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, saving_failed,
-                  step_loader, stop_on_signal, training_state)
+from ..models.files import load_model, save_model
+from .resume import RESUME_FILE, restore_training_state, save_resume_state, training_state
+from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, saving_failed, step_loader, stop_on_signal
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 

@@ -28,12 +28,12 @@ from ..models.backbone import BackboneConfig
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, load_model, load_weights, save_model, save_resume_state
+from ..models.files import load_model, load_weights, save_model
 from .distributed import DistributedContext, any_rank, gather_objects, in_turn, init_distributed, mean_across_ranks
 from .prefetch import DevicePrefetcher
 from .pretext_data import PretextDataset, pipeline_collate
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, restore_training_state, saving_failed,
-                  step_loader, stop_on_signal, training_state)
+from .resume import RESUME_FILE, restore_training_state, save_resume_state, training_state
+from .run import CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, saving_failed, step_loader, stop_on_signal
 from .speed import SpeedOptions
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import OutputError, TrainingStopped, VectorPoseError
 from ..utils.files import atomic_write, remove_stale_temporaries
-from .checkpoint import RESUME_FILE, load_resume_state
+from .resume import RESUME_FILE
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -26,31 +26,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise VectorPoseError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
-
-
-def training_state(step: int, network, optimizer, scheduler, device: torch.device, **extra) -> dict:
-    """Everything a run needs to continue exactly: weights, optimizer, schedule, RNG, step (+ ``extra``).
-
-    The sample streams need no RNG state: each sample is a function of (seed, sample index).
-    """
-    state = {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), **extra}
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_training_state(run_dir: Path, network, optimizer, scheduler, total_steps: int, device: torch.device) -> dict:
-    """Load ``resume.pt`` into the objects (the schedule stretched to ``total_steps``); returns the state."""
-    state = load_resume_state(run_dir / RESUME_FILE)
-    network.load_state_dict(state["network"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scheduler.T_max = total_steps
-    torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and "cuda_rng" in state:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-    return state
 
 
 def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, workers: int, device: torch.device,
