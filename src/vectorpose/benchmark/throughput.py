@@ -8,7 +8,7 @@ One run measures, on the same data and settings:
     cropping memory-mapped volumes, the boundary target on the GPU or in the workers);
 (c) ``pipeline_samples_per_s``: the pipeline alone, with the configured workers, and
     ``pipeline_inprocess_samples_per_s`` in the calling process only;
-(d) ``reference_samples_per_s``: :func:`~vectorpose.pretext.reference.reference_sample`, the
+(d) ``reference_samples_per_s``: :func:`~vectorpose.benchmark.reference.reference_sample`, the
     per-crop SciPy pipeline (interpolating zoom and rotation, median filter), in one process.
 
 ``overhead = (b) / (a)`` says how much the pipeline slows training (1.0: not at all);
@@ -35,7 +35,6 @@ from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
 from ..errors import DataError
 from ..methods import get_method
 from ..models.backbone import BackboneConfig
-from ..pretext.reference import reference_sample
 from ..pretext.sample import PretextConfig
 from ..training.prefetch import DevicePrefetcher
 from ..training.pretext_data import PretextDataset, pipeline_collate
@@ -43,6 +42,7 @@ from ..training.pretrain import pretext_step
 from ..training.run import resolve_device, step_loader
 from ..training.speed import SpeedOptions
 from ..utils.files import atomic_write
+from .reference import reference_sample
 
 
 PROFILED_STEPS = 10
