@@ -36,22 +36,6 @@ def _ints(text: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _set_threads(threads: int | None, workers: int, device: str) -> None:
-    """Torch threads of this process: ``threads`` if given; on the CPU with DataLoader workers, the
-    cores they leave free (each worker computes with one), so data and model do not fight for cores;
-    else torch's default (a torchrun process has ``OMP_NUM_THREADS`` set, which is left alone)."""
-    import os
-
-    import torch
-
-    if threads is not None:
-        if threads < 1:
-            raise click.UsageError(f"--threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
-    elif workers > 0 and (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-
-
 def _speed_options(command):
     """Add the CUDA speed options and ``--boundary-in`` to ``command``, which receives them as one
     ``speed`` (:class:`~vectorpose.training.speed.SpeedOptions`)."""
@@ -134,18 +118,18 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
     vectorpose.cli pretrain ...); rank 0 writes the run folder.
     """
+    from .devices import set_torch_threads
     from .models.backbone import BackboneConfig
     from .pretext.sample import PretextConfig
     from .training.pretrain import PretrainConfig, pretrain as run_pretrain
 
-    _set_threads(threads, workers, device)
-    chans = _ints(channels)
     weights = {k: v for k, v in (("vp", vp_weight), ("rec", rec_weight), ("boundary", boundary_weight)) if v is not None}
     try:
+        set_torch_threads(threads, workers, device)
         config = PretrainConfig(
             method=method, steps=steps, batch_size=batch, lr=lr, seed=seed, device=device, workers=workers,
             log_every=log_every, checkpoint_every=checkpoint_every, loss_weights=weights or None,
-            backbone=BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1)),
+            backbone=BackboneConfig(channels=_ints(channels)),
             pretext=PretextConfig(patch_size=patch, scale_range=_floats(scale_range, 2)),  # type: ignore[arg-type]
         )
     except ValueError as exc:
@@ -227,9 +211,8 @@ def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_frac
 def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool) -> None:
     """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference)."""
     from .inference.evaluate import evaluate as run_evaluate, format_table
-    from .training.run import resolve_device
 
-    result = run_evaluate(model, data, out, all_cases=all_cases, device=str(resolve_device(device)), cache_dir=cache, overwrite=overwrite)
+    result = run_evaluate(model, data, out, all_cases=all_cases, device=device, cache_dir=cache, overwrite=overwrite)
     click.echo(format_table(result))
     if out is not None:
         click.echo(f"metrics written to {out}")
@@ -244,9 +227,8 @@ def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device:
 def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool) -> None:
     """Segment INPUT (a NIfTI file, a folder of them, or a DICOM series folder) into OUTPUT label maps."""
     from .inference.predictor import predict as run_predict
-    from .training.run import resolve_device
 
-    for path in run_predict(model, input, output, device=str(resolve_device(device)), overwrite=overwrite):
+    for path in run_predict(model, input, output, device=device, overwrite=overwrite):
         click.echo(f"wrote {path}")
 
 
@@ -329,16 +311,16 @@ def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: i
           cache: Path | None, out: Path | None, overwrite: bool, profile: Path | None) -> None:
     """Time pretraining on DATA: model step, full step, pipeline alone, and the per-crop SciPy reference."""
     from .benchmark.throughput import format_throughput, measure_throughput
+    from .devices import set_torch_threads
     from .models.backbone import BackboneConfig
     from .utils.files import write_json
 
     for path in (out, profile):
         if path is not None and path.exists() and not overwrite:
             raise VectorPoseError(f"{path}: already exists; pass --overwrite to replace it")
-    _set_threads(threads, workers, device)
-    chans = _ints(channels)
     try:
-        backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
+        set_torch_threads(threads, workers, device)
+        backbone = BackboneConfig(channels=_ints(channels))
         result = measure_throughput(data, method=method, patch_size=patch, batch_size=batch, steps=steps, warmup=warmup, workers=workers,
                                     device=device, backbone=backbone, speed=speed, reference_samples=reference_samples, modality=modality,
                                     cache_dir=cache, profile_dir=profile)

@@ -31,13 +31,13 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
 from ..data.splits import make_split
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
+from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
 from ..models.files import load_model
 from ..training.finetune import FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
-from ..training.run import resolve_device
 from ..utils.files import write_json
 
 BENCHMARK_FILE = "benchmark.json"
