@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shlex
 import sys
 import traceback
@@ -137,7 +136,7 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           skip_bad=skip_bad, progress=not quiet, speed=speed)
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
+    if result.rank == 0:  # under torchrun, rank 0 speaks for the run
         click.echo(f"pretrained model written to {result.model_path} ({final})")
 
 
@@ -156,7 +155,7 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
 @click.option("--batch", default=4, show_default=True, help="Patches per step.")
 @click.option("--lr", default=2e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
 @click.option("--pretrained-lr-scale", default=1.0, show_default=True, help="Learning-rate factor of the transferred layers.")
-@click.option("--warmup-steps", default=0, show_default=True, help="Steps during which transferred layers stay frozen.")
+@click.option("--freeze-steps", default=0, show_default=True, help="First steps, during which the transferred layers stay frozen.")
 @click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
 @click.option("--val-every", default=100, show_default=True, help="Steps between validation rounds.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -167,29 +166,23 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
 @click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_fraction: float | None, labelled: int | None, split_seed: int,
-             seed: int, steps: int, patch: str, batch: int, lr: float, pretrained_lr_scale: float, warmup_steps: int, channels: str | None,
+             seed: int, steps: int, patch: str, batch: int, lr: float, pretrained_lr_scale: float, freeze_steps: int, channels: str | None,
              val_every: int, device: str, workers: int, modality: str | None, cache: Path | None, resume: bool, overwrite: bool,
              quiet: bool) -> None:
     """Fine-tune a segmentation network on the labelled cases of DATA (an MSD folder)."""
     from .models.backbone import BackboneConfig
     from .training.finetune import FinetuneConfig, finetune as run_finetune
 
-    if label_fraction is not None and labelled is not None:
-        raise click.UsageError("give --label-fraction or --labeled, not both")
     patch_size = None
     if patch != "auto":
         sizes = _ints(patch)
         patch_size = sizes * 3 if len(sizes) == 1 else sizes
-    backbone = None
-    if channels is not None:
-        chans = _ints(channels)
-        backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
     try:
         config = FinetuneConfig(
-            steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed,
-            label_fraction=None if labelled is not None else (1.0 if label_fraction is None else label_fraction), labelled=labelled,
+            steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed, label_fraction=label_fraction, labelled=labelled,
             patch_size=patch_size,  # type: ignore[arg-type]
-            backbone=backbone, transfer=transfer, pretrained_lr_scale=pretrained_lr_scale, warmup_steps=warmup_steps,
+            backbone=None if channels is None else BackboneConfig(channels=_ints(channels)), transfer=transfer,
+            pretrained_lr_scale=pretrained_lr_scale, freeze_steps=freeze_steps,
             val_every=val_every, device=device, workers=workers,
         )
     except ValueError as exc:

@@ -32,6 +32,7 @@ import torch
 
 from ..data.datasets import Case, Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
+from ..devices import resolve_device
 from ..errors import DataError
 from ..methods import get_method
 from ..models.backbone import BackboneConfig
@@ -39,7 +40,7 @@ from ..pretext.sample import PretextConfig
 from ..training.prefetch import DevicePrefetcher
 from ..training.pretext_data import PretextDataset, pipeline_collate
 from ..training.pretrain import pretext_step
-from ..training.run import resolve_device, step_loader
+from ..training.run import step_loader
 from ..training.speed import SpeedOptions
 from ..utils.files import atomic_write
 from .reference import reference_sample

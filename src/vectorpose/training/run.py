@@ -1,4 +1,4 @@
-"""What every training run shares: the run folder's rules, the device, and the metric logs."""
+"""What every training run shares: the run folder's rules, the data loader, the metric logs and stop signals."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,14 +21,6 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VectorPoseError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, workers: int, device: torch.device,
                 collate_fn=None) -> DataLoader:
     """Batches for steps ``start + 1 .. steps`` of a dataset whose samples are seeded by their index.
@@ -38,6 +31,17 @@ def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, wor
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size), num_workers=workers,
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed), collate_fn=collate_fn)
+
+
+def resume_conflicts(out: Path, section: str, config) -> tuple[dict, list[str]]:
+    """For ``--resume``: the saved ``config.json`` of ``out`` and the settings of its ``section`` in which
+    ``config`` (a config dataclass with ``to_json`` / ``from_json``) differs; ``steps`` may grow."""
+    saved_run = json.loads((out / CONFIG_FILE).read_text())
+    saved = type(config).from_json(saved_run[section])
+    if replace(saved, steps=config.steps) == config:
+        return saved_run, []
+    now, before = config.to_json(), saved.to_json()
+    return saved_run, [k for k in now if k != "steps" and now[k] != before.get(k)] or [section]
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
