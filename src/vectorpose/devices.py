@@ -29,7 +29,7 @@ def set_torch_threads(threads: int | None, workers: int, device: str) -> None:
     left alone)."""
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be positive, got {threads}")
+            raise ValueError(f"threads (--threads) must be positive, got {threads}")
         torch.set_num_threads(threads)
     elif workers > 0 and (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))

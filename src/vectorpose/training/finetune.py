@@ -94,7 +94,7 @@ class FinetuneConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.labelled is not None and self.label_fraction is not None:
-            raise ValueError("give label_fraction or labelled, not both")
+            raise ValueError("give label_fraction (--label-fraction) or labelled (--labeled), not both")
         if self.labelled is None and self.label_fraction is None:
             object.__setattr__(self, "label_fraction", 1.0)  # every training case
         if self.label_fraction is not None and not 0 < self.label_fraction <= 1:
