@@ -17,7 +17,7 @@ import torch
 
 from cli_helpers import assert_one_line_error, run
 from vectorpose.cli import main
-from vectorpose.training.checkpoint import load_resume_state
+from vectorpose.training.resume import load_resume_state
 from vectorpose.training.pretrain import load_pretext_network
 
 FAST = ["--steps", "3", "--batch", "2", "--patch", "16", "--channels", "4,8,16", "--log-every", "1", "--quiet"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shlex
 import sys
 import traceback
@@ -34,22 +33,6 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _set_threads(threads: int | None, workers: int, device: str) -> None:
-    """Torch threads of this process: ``threads`` if given; on the CPU with DataLoader workers, the
-    cores they leave free (each worker computes with one), so data and model do not fight for cores;
-    else torch's default (a torchrun process has ``OMP_NUM_THREADS`` set, which is left alone)."""
-    import os
-
-    import torch
-
-    if threads is not None:
-        if threads < 1:
-            raise click.UsageError(f"--threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
-    elif workers > 0 and (device == "cpu" or device == "auto" and not torch.cuda.is_available()) and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
 
 
 def _speed_options(command):
@@ -138,19 +121,19 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
     vectorpose.cli pretrain ...); rank 0 writes the run folder.
     """
+    from .devices import set_torch_threads
     from .models.backbone import BackboneConfig
     from .pretext.sample import PretextConfig
     from .training.pretrain import PretrainConfig, pretrain as run_pretrain
 
-    _set_threads(threads, workers, device)
-    chans = _ints(channels)
     weights = {k: v for k, v in (("vp", vp_weight), ("rec", rec_weight), ("boundary", boundary_weight)) if v is not None}
     network = _nnunet_backbone(backbone, plans, configuration, patch)
     try:
+        set_torch_threads(threads, workers, device)
         config = PretrainConfig(
             method=method, steps=steps, batch_size=batch, lr=lr, seed=seed, device=device, workers=workers,
             log_every=log_every, checkpoint_every=checkpoint_every, loss_weights=weights or None,
-            backbone=network or BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1)),
+            backbone=network or BackboneConfig(channels=_ints(channels)),
             pretext=PretextConfig(patch_size=patch, scale_range=_floats(scale_range, 2)),  # type: ignore[arg-type]
         )
     except ValueError as exc:
@@ -158,7 +141,7 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           skip_bad=skip_bad, progress=not quiet, speed=speed)
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
+    if result.rank == 0:  # under torchrun, rank 0 speaks for the run
         click.echo(f"pretrained model written to {result.model_path} ({final})")
 
 
@@ -212,7 +195,7 @@ def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
 @click.option("--batch", default=4, show_default=True, help="Patches per step.")
 @click.option("--lr", default=2e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
 @click.option("--pretrained-lr-scale", default=1.0, show_default=True, help="Learning-rate factor of the transferred layers.")
-@click.option("--warmup-steps", default=0, show_default=True, help="Steps during which transferred layers stay frozen.")
+@click.option("--freeze-steps", default=0, show_default=True, help="First steps, during which the transferred layers stay frozen.")
 @click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
 @click.option("--val-every", default=100, show_default=True, help="Steps between validation rounds.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -223,29 +206,23 @@ def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_fraction: float | None, labelled: int | None, split_seed: int,
-             seed: int, steps: int, patch: str, batch: int, lr: float, pretrained_lr_scale: float, warmup_steps: int, channels: str | None,
+             seed: int, steps: int, patch: str, batch: int, lr: float, pretrained_lr_scale: float, freeze_steps: int, channels: str | None,
              val_every: int, device: str, workers: int, modality: str | None, cache: Path | None, resume: bool, overwrite: bool,
              quiet: bool) -> None:
     """Fine-tune a segmentation network on the labelled cases of DATA (an MSD folder)."""
     from .models.backbone import BackboneConfig
     from .training.finetune import FinetuneConfig, finetune as run_finetune
 
-    if label_fraction is not None and labelled is not None:
-        raise click.UsageError("give --label-fraction or --labeled, not both")
     patch_size = None
     if patch != "auto":
         sizes = _ints(patch)
         patch_size = sizes * 3 if len(sizes) == 1 else sizes
-    backbone = None
-    if channels is not None:
-        chans = _ints(channels)
-        backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
     try:
         config = FinetuneConfig(
-            steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed,
-            label_fraction=None if labelled is not None else (1.0 if label_fraction is None else label_fraction), labelled=labelled,
+            steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed, label_fraction=label_fraction, labelled=labelled,
             patch_size=patch_size,  # type: ignore[arg-type]
-            backbone=backbone, transfer=transfer, pretrained_lr_scale=pretrained_lr_scale, warmup_steps=warmup_steps,
+            backbone=None if channels is None else BackboneConfig(channels=_ints(channels)), transfer=transfer,
+            pretrained_lr_scale=pretrained_lr_scale, freeze_steps=freeze_steps,
             val_every=val_every, device=device, workers=workers,
         )
     except ValueError as exc:
@@ -267,9 +244,8 @@ def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_frac
 def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool) -> None:
     """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference)."""
     from .inference.evaluate import evaluate as run_evaluate, format_table
-    from .training.run import resolve_device
 
-    result = run_evaluate(model, data, out, all_cases=all_cases, device=str(resolve_device(device)), cache_dir=cache, overwrite=overwrite)
+    result = run_evaluate(model, data, out, all_cases=all_cases, device=device, cache_dir=cache, overwrite=overwrite)
     click.echo(format_table(result))
     if out is not None:
         click.echo(f"metrics written to {out}")
@@ -288,9 +264,8 @@ def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool
     in the format an OUTPUT file name ends with (.nii.gz, .nii, .nrrd, .mha).
     """
     from .inference.predictor import predict as run_predict
-    from .training.run import resolve_device
 
-    for path in run_predict(model, input, output, device=str(resolve_device(device)), overwrite=overwrite):
+    for path in run_predict(model, input, output, device=device, overwrite=overwrite):
         click.echo(f"wrote {path}")
 
 
@@ -373,16 +348,16 @@ def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: i
           cache: Path | None, out: Path | None, overwrite: bool, profile: Path | None) -> None:
     """Time pretraining on DATA: model step, full step, pipeline alone, and the per-crop SciPy reference."""
     from .benchmark.throughput import format_throughput, measure_throughput
+    from .devices import set_torch_threads
     from .models.backbone import BackboneConfig
     from .utils.files import write_json
 
     for path in (out, profile):
         if path is not None and path.exists() and not overwrite:
             raise VectorPoseError(f"{path}: already exists; pass --overwrite to replace it")
-    _set_threads(threads, workers, device)
-    chans = _ints(channels)
     try:
-        backbone = BackboneConfig(channels=chans, strides=(2,) * (len(chans) - 1))
+        set_torch_threads(threads, workers, device)
+        backbone = BackboneConfig(channels=_ints(channels))
         result = measure_throughput(data, method=method, patch_size=patch, batch_size=batch, steps=steps, warmup=warmup, workers=workers,
                                     device=device, backbone=backbone, speed=speed, reference_samples=reference_samples, modality=modality,
                                     cache_dir=cache, profile_dir=profile)

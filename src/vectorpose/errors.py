@@ -26,6 +26,10 @@ class DatasetError(VectorPoseError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class CheckpointError(VectorPoseError):
+    """A model or resume file that is missing, unsafe or inconsistent."""
+
+
 class TrainingStopped(VectorPoseError):
     """A run stopped by SIGINT / SIGTERM at a step boundary, with its resume state saved."""
 

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vectorpose.data.datasets import Case, Dataset, load_dataset, normalise_modality
+from vectorpose.data.datasets import Case, Dataset, load_dataset, normalisation_for
 from vectorpose.errors import DataError, DatasetError
 
 
@@ -114,14 +114,14 @@ def test_multi_channel_dataset_rejected(tmp_path: Path):
     [("CT", "CT"), ("ct", "CT"), ("  cT\n", "CT"), ("MRI", "MRI"), ("MR", "MRI"), ("T1", "MRI"),
      ("T2", "MRI"), ("FLAIR", "MRI"), ("ADC", "MRI")],
 )
-def test_normalise_modality(name: str, expected: str):
-    assert normalise_modality(name) == expected
+def test_normalisation_for(name: str, expected: str):
+    assert normalisation_for(name) == expected
 
 
 @pytest.mark.parametrize("name", ["", "   "])
-def test_normalise_modality_rejects_empty(name: str):
+def test_normalisation_for_rejects_empty(name: str):
     with pytest.raises(ValueError):
-        normalise_modality(name)
+        normalisation_for(name)
 
 
 # --- nnU-Net v2 -------------------------------------------------------------------------------

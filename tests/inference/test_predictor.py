@@ -16,7 +16,7 @@ from vectorpose.errors import DataError, VectorPoseError
 from vectorpose.inference.predictor import Segmenter, load_segmenter, predict
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.models.segmentation_network import SegmentationNetwork
-from vectorpose.training.checkpoint import save_model
+from vectorpose.models.files import save_model
 
 DICOM = SHARED_DATA / "dicom_hippocampus_crops"
 SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
@@ -105,7 +105,7 @@ def test_folder_of_nifti(model_dir, tmp_path, synthetic_dataset):
 
 def test_pretext_model_is_not_a_segmenter(tmp_path):
     from vectorpose.methods import get_method
-    from vectorpose.training.checkpoint import CheckpointError
+    from vectorpose.errors import CheckpointError
 
     net = get_method("vp").build_network(SMALL)
     save_model(tmp_path, net.state_dict(), {"task": "pretext", "method": "vp", "backbone": SMALL.to_json(), "heads": {"vector": True},

@@ -7,7 +7,7 @@ import torch
 from vectorpose.models.backbone import BackboneConfig, UNetBackbone
 from vectorpose.models.pretext_network import PretextNetwork
 from vectorpose.probe.features import bottleneck, load_encoder, pooled_features, random_encoder
-from vectorpose.training.checkpoint import save_model
+from vectorpose.models.files import save_model
 
 SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 

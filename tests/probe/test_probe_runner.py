@@ -10,7 +10,7 @@ import pytest
 
 from vectorpose import ProbeConfig, run_probe
 from vectorpose.errors import DataError, VectorPoseError
-from vectorpose.training.checkpoint import CheckpointError
+from vectorpose.errors import CheckpointError
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.pretrain import PretrainConfig, pretrain

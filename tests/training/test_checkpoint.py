@@ -10,13 +10,9 @@ import torch
 
 from vectorpose.data.preprocessing import PreprocessingConfig
 from vectorpose.models.backbone import BackboneConfig
-from vectorpose.training.checkpoint import (
-    CheckpointError,
-    load_model,
-    load_resume_state,
-    save_model,
-    save_resume_state,
-)
+from vectorpose.errors import CheckpointError
+from vectorpose.models.files import load_model, save_model
+from vectorpose.training.resume import load_resume_state, save_resume_state
 
 META = {
     "task": "pretext",

@@ -12,7 +12,8 @@ from disk_faults import fill, read_only, small_disk
 from safetensors.torch import load_file
 
 from vectorpose.training import finetune as finetune_module, pretrain as pretrain_module
-from vectorpose.training.checkpoint import load_model, load_resume_state
+from vectorpose.models.files import load_model
+from vectorpose.training.resume import load_resume_state
 
 STEPS = 8
 ARGS = {

@@ -24,7 +24,8 @@ from vectorpose.data.datasets import Case, Dataset, load_dataset
 from vectorpose.data.preprocessing import PreprocessingConfig, preprocess_dataset
 from vectorpose.errors import VectorPoseError
 from vectorpose.pretext.sample import PretextConfig, make_pretext_sample
-from vectorpose.training.checkpoint import load_model, load_resume_state
+from vectorpose.models.files import load_model
+from vectorpose.training.resume import load_resume_state
 from vectorpose.training.distributed import DistributedContext, any_rank, gather_objects, in_turn, init_distributed, mean_across_ranks
 from vectorpose.training.pretext_data import PretextDataset
 from vectorpose.training.pretrain import PretrainConfig, batch_fingerprint, rank_dataset

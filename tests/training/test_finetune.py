@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-from vectorpose.errors import VectorPoseError
+from vectorpose.errors import CheckpointError, VectorPoseError
 from vectorpose.inference.evaluate import evaluate
 from vectorpose.inference.predictor import predict
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
-from vectorpose.training.checkpoint import CheckpointError, load_model
+from vectorpose.models.files import load_model
 from vectorpose.training.finetune import FinetuneConfig, auto_patch_size, finetune
 from vectorpose.training.pretrain import PretrainConfig, pretrain
 

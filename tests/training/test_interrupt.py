@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from vectorpose.cli import main
-from vectorpose.training.checkpoint import load_resume_state
+from vectorpose.training.resume import load_resume_state
 
 STEPS = 40
 COMMON = ["--steps", str(STEPS), "--batch", "2", "--patch", "16", "--channels", "4,8,16", "--quiet"]

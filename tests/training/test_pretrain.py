@@ -10,7 +10,7 @@ import torch
 from vectorpose.errors import VectorPoseError
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
-from vectorpose.training.checkpoint import load_resume_state
+from vectorpose.training.resume import load_resume_state
 from vectorpose.training.pretrain import PretrainConfig, load_pretext_network, pretrain
 from vectorpose.training.speed import SpeedOptions
 

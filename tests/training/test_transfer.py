@@ -8,7 +8,7 @@ import torch
 from vectorpose.methods import get_method
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.models.segmentation_network import SegmentationNetwork
-from vectorpose.training.checkpoint import CheckpointError
+from vectorpose.errors import CheckpointError
 from vectorpose.training.transfer import check_compatible, transfer_weights
 
 SMALL = BackboneConfig(channels=(4, 8, 16, 32), strides=(2, 2, 2), num_res_units=1)

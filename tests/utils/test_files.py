@@ -20,7 +20,8 @@ from vectorpose.data.io import ImageGeometry, load_nifti, save_label_map
 from vectorpose.errors import OutputError
 from vectorpose.data.preprocessing import PreprocessingConfig
 from vectorpose.models.backbone import BackboneConfig
-from vectorpose.training.checkpoint import load_model, load_resume_state, save_model, save_resume_state
+from vectorpose.models.files import load_model, save_model
+from vectorpose.training.resume import load_resume_state, save_resume_state
 from vectorpose.utils.files import atomic_write, remove_stale_temporaries, write_json
 
 GEOMETRY = ImageGeometry(affine=tuple(tuple(float(v) for v in r) for r in np.eye(4)), shape=(8, 8, 8), axcodes=("R", "A", "S"),

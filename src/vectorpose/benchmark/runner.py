@@ -31,13 +31,13 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
 from ..data.splits import make_split
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
+from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
-from ..training.checkpoint import load_model
+from ..models.files import load_model
 from ..training.finetune import FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
-from ..training.run import resolve_device
 from ..utils.files import write_json
 
 BENCHMARK_FILE = "benchmark.json"
@@ -265,32 +265,14 @@ def run_benchmark(
     test_data = Path(test_data) if test_data is not None else None
     external = str(test_data.resolve()) if test_data else None
     header = {"data": str(data.resolve()), "recipe": config.recipe()}
-    saved = _read_json(out / BENCHMARK_FILE)
-    if saved is not None and saved != header:
-        changed = [k for k in header["recipe"] if saved.get("recipe", {}).get(k) != header["recipe"][k]]
-        what = ", ".join(changed) if changed else "data"
-        raise VectorPoseError(f"{out}: holds a benchmark with other settings ({what}); use another --out")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES) if out.is_dir() else []
-    if saved is None and foreign:
-        raise VectorPoseError(f"{out}: already holds other files ({', '.join(foreign[:3])}); give an empty or new folder")
+    _check_folder(out, header)
     modality = _check_data(data, test_data, config, cache_dir, progress)
     for name, path in config.pretrained.items():
         _check_pretrained(name, path, config, modality)
     write_json(out / BENCHMARK_FILE, header)
 
     # Plan: which pretraining runs and cells still need work.
-    pre_runs: dict[str, Path] = {}
-    pre_todo = []
-    for m in config.methods:
-        if not get_method(m).pretrains:
-            continue
-        if m in config.pretrained:
-            pre_runs[m] = Path(config.pretrained[m])
-            continue
-        pre_runs[m] = out / "pretrain" / m
-        state = pretraining_state(pre_runs[m], config.pretrain_config(m), data)
-        if state != "done":
-            pre_todo.append((m, state == "resume"))
+    pre_runs, pre_todo = _plan_pretraining(out, config, data)
     cells = config.cells()
     done = {c: finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0])) for c in cells}
     todo = [c for c in cells if done[c] is None]
@@ -327,6 +309,35 @@ def run_benchmark(
     results = write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
     return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
                         statistics=results["statistics"])
+
+
+def _check_folder(out: Path, header: dict) -> None:
+    """``out`` must be new, empty, or hold a benchmark of the same data and recipe (``header``)."""
+    saved = _read_json(out / BENCHMARK_FILE)
+    if saved is not None and saved != header:
+        changed = [k for k in header["recipe"] if saved.get("recipe", {}).get(k) != header["recipe"][k]]
+        what = ", ".join(changed) if changed else "data"
+        raise VectorPoseError(f"{out}: holds a benchmark with other settings ({what}); use another --out")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES) if out.is_dir() else []
+    if saved is None and foreign:
+        raise VectorPoseError(f"{out}: already holds other files ({', '.join(foreign[:3])}); give an empty or new folder")
+
+
+def _plan_pretraining(out: Path, config: BenchmarkConfig, data: Path) -> tuple[dict[str, Path], list[tuple[str, bool]]]:
+    """The pretraining run of every method that pretrains, and ``(method, resume)`` for those still to train."""
+    pre_runs: dict[str, Path] = {}
+    pre_todo = []
+    for m in config.methods:
+        if not get_method(m).pretrains:
+            continue
+        if m in config.pretrained:
+            pre_runs[m] = Path(config.pretrained[m])
+            continue
+        pre_runs[m] = out / "pretrain" / m
+        state = pretraining_state(pre_runs[m], config.pretrain_config(m), data)
+        if state != "done":
+            pre_todo.append((m, state == "resume"))
+    return pre_runs, pre_todo
 
 
 def _pretraining_info(path: Path, out: Path) -> dict:

@@ -8,7 +8,7 @@ One run measures, on the same data and settings:
     cropping memory-mapped volumes, the boundary target on the GPU or in the workers);
 (c) ``pipeline_samples_per_s``: the pipeline alone, with the configured workers, and
     ``pipeline_inprocess_samples_per_s`` in the calling process only;
-(d) ``reference_samples_per_s``: :func:`~vectorpose.pretext.reference.reference_sample`, the
+(d) ``reference_samples_per_s``: :func:`~vectorpose.benchmark.reference.reference_sample`, the
     per-crop SciPy pipeline (interpolating zoom and rotation, median filter), in one process.
 
 ``overhead = (b) / (a)`` says how much the pipeline slows training (1.0: not at all);
@@ -30,21 +30,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.datasets import Case, Dataset, load_dataset
+from ..data.datasets import load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
+from ..devices import resolve_device
 from ..errors import DataError
 from ..methods import get_method
 from ..models.backbone import BackboneConfig
-from ..pretext.reference import reference_sample
 from ..pretext.sample import PretextConfig
 from ..training.prefetch import DevicePrefetcher
 from ..training.pretext_data import PretextDataset, pipeline_collate
 from ..training.pretrain import pretext_step
-from ..training.run import resolve_device, step_loader
+from ..training.run import step_loader
 from ..training.speed import SpeedOptions
 from ..utils.files import atomic_write
+from .reference import reference_sample
 
 
+# 10 steps show the pattern; a trace holds every op, about 1 MB a step
 PROFILED_STEPS = 10
 
 
@@ -85,87 +87,37 @@ def measure_throughput(
     dataset = load_dataset(data, modality)
     if dataset.modality is None:
         raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
-    images = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases), dataset.modality)
-    volumes, _ = preprocess_dataset(images, PreprocessingConfig(modality=dataset.modality), cache_dir)
+    volumes, _ = preprocess_dataset(dataset.images_only(), PreprocessingConfig(modality=dataset.modality), cache_dir)
     dev = resolve_device(device)
     pretext = PretextConfig(patch_size=patch_size)
     samples = PretextDataset(volumes, pretext, seed)
-    objective = get_method(method)
-    needs_boundary = objective.boundary_weight > 0
-    torch.manual_seed(seed)
-    network = objective.build_network(backbone).to(dev)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
-    model = speed.compiled(speed.layout(network))
+    needs_boundary = get_method(method).boundary_weight > 0
+    network, train_step = _training_step(method, backbone, speed, dev, seed)
     total = warmup + steps
 
-    def train_step(batch: dict[str, torch.Tensor]) -> None:
-        pretext_step(model, objective, optimizer, batch, speed, dev)
-
-    def loader(n_workers: int, start: int):
-        return step_loader(samples, batch_size, start, start + total, seed, n_workers, dev,
-                           collate_fn=pipeline_collate(dev, needs_boundary, speed))
-
     def prepared(n_workers: int, start: int):
-        return iter(DevicePrefetcher(loader(n_workers, start), dev, speed, boundary=needs_boundary))
+        loader = step_loader(samples, batch_size, start, start + total, seed, n_workers, dev,
+                             collate_fn=pipeline_collate(dev, needs_boundary, speed))
+        return iter(DevicePrefetcher(loader, dev, speed, boundary=needs_boundary))
 
     # (c) the pipeline alone, with workers and in this process
-    rates = {}
-    for name, n_workers in (("pipeline", workers), ("pipeline_inprocess", 0)):
-        it = prepared(n_workers, 0)
-        for _ in range(warmup):
-            next(it)
-        _sync(dev)
-        tic = time.perf_counter()
-        for _ in range(steps):
-            next(it)
-        _sync(dev)
-        rates[name] = steps * batch_size / (time.perf_counter() - tic)
-        it.close()
-
+    rates = {name: _pipeline_rate(prepared(n_workers, 0), warmup, steps, batch_size, dev)
+             for name, n_workers in (("pipeline", workers), ("pipeline_inprocess", 0))}
     # (a) the model alone, on batches already on the device
     it = prepared(0, 0)
     cached = [next(it) for _ in range(min(total, 8))]
     it.close()
     network.train()
-    for i in range(warmup):
-        train_step(cached[i % len(cached)])
-    _sync(dev)
-    tic = time.perf_counter()
-    for i in range(steps):
-        train_step(cached[i % len(cached)])
-    _sync(dev)
-    model_step = (time.perf_counter() - tic) / steps
-
+    model_step = _step_time(lambda i: train_step(cached[i % len(cached)]), warmup, steps, dev)
     # (b) the real step, fed by the real pipeline (fresh samples, not the cached ones)
     it = prepared(workers, total)
-    for _ in range(warmup):
-        train_step(next(it))
-    _sync(dev)
-    tic = time.perf_counter()
-    for _ in range(steps):
-        train_step(next(it))
-    _sync(dev)
-    full_step = (time.perf_counter() - tic) / steps
+    full_step = _step_time(lambda i: train_step(next(it)), warmup, steps, dev)
     it.close()
 
     if profile_dir is not None:
-        # 10 steps show the pattern; a trace holds every op, about 1 MB a step
-        profiled = min(steps, PROFILED_STEPS)
-        profile_steps(Path(profile_dir) / "model_step", dev, lambda i: train_step(cached[i % len(cached)]), profiled)
-        it = prepared(workers, 2 * total)
-        for _ in range(warmup):
-            train_step(next(it))
-        profile_steps(Path(profile_dir) / "full_step", dev, lambda i: train_step(next(it)), profiled)
-        it.close()
+        _profile(Path(profile_dir), dev, train_step, cached, prepared(workers, 2 * total), warmup, min(steps, PROFILED_STEPS))
 
-    # (d) the per-crop SciPy reference, drawing volumes as the dataset does
-    tic = time.perf_counter()
-    for i in range(reference_samples):
-        rng = np.random.default_rng([seed, i])
-        v = volumes[int(rng.integers(len(volumes)))]
-        reference_sample(np.asarray(v.image()), v.intensity_range, rng, pretext)
-    reference_rate = reference_samples / (time.perf_counter() - tic)
-
+    reference_rate = _reference_rate(volumes, pretext, reference_samples, seed)
     return {
         "settings": {"data": str(Path(data).resolve()), "method": method, "patch_size": patch_size, "batch_size": batch_size,
                      "steps": steps, "warmup": warmup, "workers": workers, "device": str(dev), "backbone": backbone.to_json(),
@@ -181,6 +133,58 @@ def measure_throughput(
         "overhead": full_step / model_step,
         "speedup": rates["pipeline_inprocess"] / reference_rate,
     }
+
+
+def _training_step(method: str, backbone: BackboneConfig, speed: SpeedOptions, device: torch.device, seed: int):
+    """A new network of ``method`` and a function that trains it one step on a batch: ``(network, step)``."""
+    objective = get_method(method)
+    torch.manual_seed(seed)
+    network = objective.build_network(backbone).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    model = speed.compiled(speed.layout(network))
+
+    def train_step(batch: dict[str, torch.Tensor]) -> None:
+        pretext_step(model, objective, optimizer, batch, speed, device)
+
+    return network, train_step
+
+
+def _profile(folder: Path, device: torch.device, train_step, cached: list, batches, warmup: int, steps: int) -> None:
+    """Profiles of (a) on ``cached`` and of (b) on ``batches`` (an iterator it closes), ``steps`` steps each."""
+    profile_steps(folder / "model_step", device, lambda i: train_step(cached[i % len(cached)]), steps)
+    for _ in range(warmup):
+        train_step(next(batches))
+    profile_steps(folder / "full_step", device, lambda i: train_step(next(batches)), steps)
+    batches.close()
+
+
+def _pipeline_rate(batches, warmup: int, steps: int, batch_size: int, device: torch.device) -> float:
+    """Samples per second of ``batches`` (an iterator it closes) over ``steps`` batches after ``warmup``."""
+    seconds_per_batch = _step_time(lambda i: next(batches), warmup, steps, device)
+    batches.close()
+    return batch_size / seconds_per_batch
+
+
+def _step_time(step, warmup: int, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``step(i)`` over ``steps`` calls, after ``warmup`` untimed ones."""
+    for i in range(warmup):
+        step(i)
+    _sync(device)
+    tic = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    _sync(device)
+    return (time.perf_counter() - tic) / steps
+
+
+def _reference_rate(volumes: list, pretext: PretextConfig, samples: int, seed: int) -> float:
+    """(d): samples per second of the per-crop SciPy reference, drawing volumes as the dataset does."""
+    tic = time.perf_counter()
+    for i in range(samples):
+        rng = np.random.default_rng([seed, i])
+        v = volumes[int(rng.integers(len(volumes)))]
+        reference_sample(np.asarray(v.image()), v.intensity_range, rng, pretext)
+    return samples / (time.perf_counter() - tic)
 
 
 def profile_steps(stem: Path, device: torch.device, step, steps: int) -> None:

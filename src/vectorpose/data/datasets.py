@@ -43,12 +43,18 @@ class Dataset:
     def labelled(self) -> tuple[Case, ...]:
         return tuple(c for c in self.cases if c.label is not None)
 
+    def images_only(self) -> Dataset:
+        """This dataset without its label maps (for pretraining, which a broken label map must not stop)."""
+        return Dataset(self.root, tuple(Case(c.case_id, c.image) for c in self.cases), self.modality, self.labels)
 
-def normalise_modality(name: str) -> str:
-    """Map a modality name (``CT``, ``MRI``, ``MR``, ``T1``, ``FLAIR`` ...) to ``CT`` or ``MRI``.
 
-    Anything that is not CT gets MRI-style normalisation (robust percentiles, z-score), which suits
-    every modality without a calibrated intensity scale.
+def normalisation_for(name: str) -> str:
+    """The intensity normalisation of a scan of modality ``name``: ``"CT"`` or ``"MRI"``.
+
+    ``"CT"`` (a fixed Hounsfield window) for CT; ``"MRI"`` (robust percentiles, then z-score) for
+    every other modality: MR sequences (``MR``, ``T1``, ``FLAIR`` ...) and also PET, ultrasound or
+    anything else without a calibrated intensity scale. The ``modality`` fields of
+    :class:`Dataset` and :class:`~vectorpose.data.preprocessing.PreprocessingConfig` hold this value.
     """
     key = name.strip().upper()
     if not key:
@@ -94,7 +100,7 @@ def _msd_dataset(root: Path) -> Dataset:
     if isinstance(modalities, dict) and modalities:
         if len(modalities) > 1:
             raise DataError(meta_path, f"{len(modalities)} input channels; only single-channel data is supported")
-        modality = normalise_modality(str(next(iter(modalities.values()))))
+        modality = normalisation_for(str(next(iter(modalities.values()))))
     labels: dict[int, str] = {}
     raw_labels = meta.get("labels", {})
     if isinstance(raw_labels, dict):
@@ -189,5 +195,5 @@ def load_dataset(path: str | Path, modality: str | None = None) -> Dataset:
     else:
         ds = _folder_dataset(root)
     if modality is not None:
-        ds = Dataset(root=ds.root, cases=ds.cases, modality=normalise_modality(modality), labels=ds.labels)
+        ds = Dataset(root=ds.root, cases=ds.cases, modality=normalisation_for(modality), labels=ds.labels)
     return ds

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError, DatasetError
 from ..utils.files import atomic_write, remove_stale_temporaries, write_json
-from .datasets import Case, Dataset, normalise_modality
+from .datasets import Case, Dataset, normalisation_for
 from .io import ImageGeometry, load_image, scan_files
 
 # bump when the meaning of a cached array changes
@@ -39,7 +39,7 @@ class PreprocessingConfig:
     orientation: str = "RAS"
 
     def __post_init__(self):
-        object.__setattr__(self, "modality", normalise_modality(self.modality))
+        object.__setattr__(self, "modality", normalisation_for(self.modality))
         lo, hi = self.ct_window
         if not lo < hi:
             raise ValueError(f"ct_window must be (low, high) with low < high, got {self.ct_window}")
@@ -230,7 +230,7 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
     entry = _cached_entry(cache_dir, image_key)
     label_entry = _cached_entry(cache_dir, label_key) if label_key else None
     if label_entry is not None and "values" not in label_entry:
-        label_entry = None  # cached by an earlier version, before the values were recorded
+        label_entry = None  # an entry without the label values cannot be checked: rebuild it
     if entry is None or (label_key and label_entry is None):
         entry, label_entry = _build_entry(case, config, cache_dir, image_key, label_key)
     elif label_entry is not None:

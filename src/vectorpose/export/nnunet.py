@@ -19,7 +19,7 @@ import torch
 
 from ..errors import VectorPoseError
 from ..models.nnunet_backbone import NnUNetBackboneConfig, nnunet_weights
-from ..training.checkpoint import load_model
+from ..models.files import load_model
 from ..utils.files import atomic_write
 
 NNUNET_KEY = "network_weights"

@@ -12,7 +12,7 @@ from ..data.preprocessing import preprocess_dataset
 from ..data.splits import Split
 from ..data.validation import check_label_values
 from ..errors import DataError, VectorPoseError
-from ..training.checkpoint import model_paths
+from ..models.files import model_paths
 from ..utils.files import write_json
 from .metrics import case_metrics, summarise
 from .predictor import load_segmenter

@@ -15,10 +15,11 @@ import torch
 
 from ..data.io import LABEL_MAP_SUFFIX, ImageGeometry, is_scan_file, label_map_suffix, load_image, save_label_map, scan_suffix
 from ..data.preprocessing import PreprocessingConfig, normalise_intensity
-from ..errors import DataError, VectorPoseError
+from ..devices import resolve_device
+from ..errors import CheckpointError, DataError, VectorPoseError
 from ..models.backbone import BackboneConfig
+from ..models.files import load_model, load_weights
 from ..models.segmentation_network import SegmentationNetwork
-from ..training.checkpoint import CheckpointError, load_model, load_weights
 from ..utils.files import TEMPORARY_SUFFIX
 from .sliding_window import predict_labels
 
@@ -57,7 +58,7 @@ class Segmenter:
 
 
 def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segmenter:
-    """Load a fine-tuned model (run folder or ``.safetensors`` file)."""
+    """Load a fine-tuned model (run folder or ``.safetensors`` file) onto ``device`` (``auto``, ``cpu``, ``cuda[:N]``)."""
     state, meta = load_model(path, task="segmentation", hint="fine-tune it first (vectorpose finetune --init)")
     if "num_classes" not in meta:
         raise CheckpointError(f"{path}: segmentation metadata lacks 'num_classes'")
@@ -65,7 +66,7 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
     patch = (patch,) * 3 if isinstance(patch, int) else tuple(int(p) for p in patch)
     network = SegmentationNetwork(BackboneConfig.from_json(meta["backbone"]), int(meta["num_classes"]))
     load_weights(network, state, path)
-    device = torch.device(device)
+    device = resolve_device(device)
     network.to(device).eval()
     return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device)  # type: ignore[arg-type]
 

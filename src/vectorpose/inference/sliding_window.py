@@ -22,16 +22,21 @@ def predict_probabilities(
     Windows of ``patch_size`` are batched ``batch_size`` at a time. A volume smaller than a window is
     padded with its own minimum (the background), exactly as training patches are, and cropped back:
     padding with 0, MONAI's default, would put mean-intensity tissue around a z-scored scan, which the
-    network never saw in training.
+    network never saw in training. The network runs in eval mode and is then put back in the mode it
+    was in.
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (X, Y, Z) volume, got shape {image.shape}")
+    training = network.training
     network.eval()
     x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None, None].to(device)
-    logits = sliding_window_inference(
-        x, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian",
-        cval=float(image.min()),
-    )
+    try:
+        logits = sliding_window_inference(
+            x, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian",
+            cval=float(image.min()),
+        )
+    finally:
+        network.train(training)
     return torch.softmax(logits[0].float(), dim=0).cpu()
 
 

@@ -1,1 +1,1 @@
-"""Loss functions of the pretext tasks (and, later, of segmentation)."""
+"""Loss functions of the pretext tasks."""

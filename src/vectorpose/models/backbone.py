@@ -26,18 +26,22 @@ from torch import nn
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Architecture of the U-Net; travels inside every model's metadata."""
+    """Architecture of the U-Net; travels inside every model's metadata.
+
+    ``strides`` ``None`` means 2 between every two levels: ``(2,) * (len(channels) - 1)``.
+    """
 
     in_channels: int = 1
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
+    strides: tuple[int, ...] | None = None
     num_res_units: int = 2
     norm: str = "instance"
     dropout: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        strides = (2,) * (len(self.channels) - 1) if self.strides is None else self.strides
+        object.__setattr__(self, "strides", tuple(int(s) for s in strides))
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be positive, got {self.in_channels}")
         if len(self.channels) < 3:

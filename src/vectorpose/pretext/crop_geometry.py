@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.boxes import crop_box
+
 
 @dataclass(frozen=True)
 class CropGeometry:
@@ -84,25 +86,6 @@ def sample_crop_geometry(
         a, b = sorted((0, s - side))
         lo.append(int(rng.integers(a, b + 1)))
     return CropGeometry(tuple(int(s) for s in volume_shape), tuple(lo), side, patch_size, scale, max_side)  # type: ignore[arg-type]
-
-
-def crop_box(volume: np.ndarray, lo, size, pad_value: float, dtype=None) -> np.ndarray:
-    """The box ``[lo, lo + size)`` of the last three axes of ``volume``; outside parts hold ``pad_value``.
-
-    ``lo`` may be negative and the box may extend past the volume. Only the overlapping part is read,
-    so a memory-mapped volume loads just that region.
-    """
-    spatial = volume.shape[-3:]
-    out = np.full((*volume.shape[:-3], *size), pad_value, dtype=dtype or volume.dtype)
-    src, dst = [], []
-    for l, n, s in zip(lo, size, spatial):
-        a, b = max(int(l), 0), min(int(l) + int(n), s)
-        if b <= a:
-            return out  # no overlap at all
-        src.append(slice(a, b))
-        dst.append(slice(a - int(l), b - int(l)))
-    out[(..., *dst)] = volume[(..., *src)]
-    return out
 
 
 def extract_crop(volume: np.ndarray, geometry: CropGeometry, pad_value: float) -> torch.Tensor:

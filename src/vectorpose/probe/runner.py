@@ -137,7 +137,7 @@ class ProbeResult:
 def _versions() -> dict:
     import sklearn
 
-    from ..training.checkpoint import versions
+    from ..models.files import versions
 
     return {**versions(), "scikit-learn": sklearn.__version__, "numpy": np.__version__}
 

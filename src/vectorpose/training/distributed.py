@@ -15,8 +15,8 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..devices import resolve_device
 from ..errors import VectorPoseError
-from .run import resolve_device
 
 T = TypeVar("T")
 

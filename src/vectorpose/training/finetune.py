@@ -6,10 +6,13 @@ inference on the validation split, and the best and last models saved as safeten
 
 With ``init``, the backbone architecture and the preprocessing come from the pretrained model's
 metadata, and ``transfer`` chooses what is loaded: ``encoder`` (encoder + bottleneck) or ``all``
-(encoder, bottleneck and decoder, as in the paper). A probe here saw decoder transfer collapse
-few-label fine-tuning to all-background (``../shared/docs/FINDINGS.md``), so ``encoder`` is the
-default; ``pretrained_lr_scale`` and ``warmup_steps`` (transferred layers frozen while the new ones
-settle) are there for the benchmark to decide on the validation split.
+(encoder, bottleneck and decoder, as in the paper). ``encoder`` is the default because a transferred
+decoder can collapse few-label fine-tuning to all-background; ``pretrained_lr_scale`` and
+``freeze_steps`` (transferred layers frozen while the new ones settle) let a benchmark choose how the
+transferred layers train, on the validation split.
+
+The steps, logs, checkpoints and resume are :class:`~vectorpose.training.loop.TrainingLoop`'s; this
+module adds :class:`SegmentationTask` (the loss, validation and model files) and what comes before.
 
 Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (best validation Dice),
 ``last.*``, ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``.
@@ -17,11 +20,11 @@ Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (bes
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,15 +34,18 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
 from ..data.splits import Split, make_split
 from ..data.validation import check_label_values, check_patch_fits
-from ..errors import DataError, OutputError, VectorPoseError
+from ..devices import resolve_device
+from ..errors import CheckpointError, DataError, VectorPoseError
 from ..inference.metrics import case_metrics
 from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
+from ..models.files import load_model, save_model
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, CheckpointError, load_model, save_model, save_resume_state
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, resolve_device, restore_training_state, saving_failed,
-                  step_loader, stop_on_signal, training_state)
+from .distributed import DistributedContext
+from .loop import LoopConfig, TrainingLoop, TrainingTask
+from .prefetch import DevicePrefetcher
+from .run import CONFIG_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
@@ -53,7 +59,10 @@ class FinetuneConfig:
 
     ``patch_size`` ``None`` means automatic: the 95th percentile of the training shapes per axis,
     rounded up to the backbone's size divisor and capped at 128. ``backbone`` ``None`` means the
-    pretrained model's (or the default for a run from scratch).
+    pretrained model's (or the default for a run from scratch). The labelled cases are given as
+    ``label_fraction`` (a share of the training pool) or ``labelled`` (a count), not both; neither
+    means all of them. ``freeze_steps``: the first steps, in which the transferred parameters stay
+    frozen.
     """
 
     steps: int = 1000
@@ -62,7 +71,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     split_seed: int = 0
-    label_fraction: float | None = 1.0
+    label_fraction: float | None = None
     labelled: int | None = None
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
@@ -70,7 +79,7 @@ class FinetuneConfig:
     backbone: BackboneConfig | None = None
     transfer: str = "encoder"
     pretrained_lr_scale: float = 1.0
-    warmup_steps: int = 0
+    freeze_steps: int = 0
     foreground_prob: float = 0.33
     flip_axes: tuple[int, ...] = (0,)
     val_every: int = 100
@@ -85,7 +94,9 @@ class FinetuneConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.labelled is not None and self.label_fraction is not None:
-            object.__setattr__(self, "label_fraction", None)  # an explicit count wins
+            raise ValueError("give label_fraction (--label-fraction) or labelled (--labeled), not both")
+        if self.labelled is None and self.label_fraction is None:
+            object.__setattr__(self, "label_fraction", 1.0)  # every training case
         if self.label_fraction is not None and not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must lie in (0, 1], got {self.label_fraction}")
         if self.labelled is not None and self.labelled < 1:
@@ -94,8 +105,8 @@ class FinetuneConfig:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
         if not self.pretrained_lr_scale >= 0:
             raise ValueError(f"pretrained_lr_scale must be >= 0, got {self.pretrained_lr_scale}")
-        if self.warmup_steps < 0 or self.workers < 0:
-            raise ValueError(f"warmup_steps and workers must be >= 0, got {self.warmup_steps}, {self.workers}")
+        if self.freeze_steps < 0 or self.workers < 0:
+            raise ValueError(f"freeze_steps and workers must be >= 0, got {self.freeze_steps}, {self.workers}")
         if any(a not in (0, 1, 2) for a in self.flip_axes):
             raise ValueError(f"flip_axes must be among 0, 1, 2, got {self.flip_axes}")
         if self.patch_size is not None:
@@ -144,12 +155,12 @@ def num_classes_of(labels: dict[int, str]) -> int:
 
 
 def validation_dice(network: SegmentationNetwork, volumes: list[PreprocessedVolume], patch, num_classes: int, device) -> float:
-    """Mean foreground Dice over the volumes (sliding-window inference)."""
+    """Mean foreground Dice over the volumes (sliding-window inference in eval mode; the network is
+    left in the mode it was in)."""
     scores = []
     for v in volumes:
         pred = predict_labels(network, np.asarray(v.image()), patch, device)
         scores.extend(case_metrics(pred, np.asarray(v.label()), num_classes, hd95=False)["dice"])
-    network.train()
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -186,43 +197,85 @@ def finetune(
     progress: bool = True,
 ) -> FinetuneResult:
     """Fine-tune a segmentation network on the labelled cases of ``data``; write the run into ``out``."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
+    init_name = str(init) if init else None
+    check_finetuning_folder(out, config, init_name, resume, overwrite)
+    plan = plan_finetuning(Path(data), config, init, modality, cache_dir, progress)
+    create_run_dir(out, resume, overwrite)
+    write_json(out / CONFIG_FILE, {
+        "finetune": config.to_json(), "init": init_name, "data": str(Path(data).resolve()),
+        "modality": plan.preprocessing.modality, "preprocessing": plan.preprocessing.to_json(), "backbone": plan.backbone.to_json(),
+        "patch_size": list(plan.patch), "num_classes": plan.num_classes, "labels": {str(k): v for k, v in sorted(plan.labels.items())},
+    })
+    write_json(out / SPLIT_FILE, plan.split.to_json())
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    network = SegmentationNetwork(plan.backbone, plan.num_classes)
+    report = None
+    if plan.pretrained is not None:
+        report = transfer_weights(network, plan.pretrained, config.transfer)
+        write_json(out / TRANSFER_FILE, report.to_json())
+        if progress:
+            print(report.summary())
+    network.to(device)
+    transferred = {n for n, _ in report.matched} if report else set()
+    optimizer = torch.optim.AdamW(parameter_groups(network, transferred, config), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, config.batch_size, config.log_every, config.val_every,
+                        unit="patches"), DistributedContext(device=device), progress, description="finetune")
+    metadata = functools.partial(segmentation_metadata, config, plan.backbone, plan.preprocessing, plan.patch, plan.num_classes,
+                                 plan.labels, init=init_name)
+    task = SegmentationTask(out, network, [p for n, p in network.named_parameters() if n in transferred], config.freeze_steps,
+                            plan.validation, plan.patch, plan.num_classes, device, metadata)
+    if resume:
+        state = loop.resume()
+        task.best_dice, task.best_step = float(state["best_dice"]), int(state["best_step"])
+    samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes)
+    loader = step_loader(samples, config.batch_size, loop.start, config.steps, config.seed, config.workers, device)
+    result = loop.run(task, DevicePrefetcher(loader, device))
+    return FinetuneResult(network=network, run_dir=out, best_dice=task.best_dice, best_step=task.best_step, split=plan.split,
+                          transfer=report, history=result.history)
+
+
+def check_finetuning_folder(out: Path, config: FinetuneConfig, init: str | None, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds another run, or a ``--resume`` with other settings or another ``--init``."""
     check_run_dir(out, resume, overwrite)
     if resume:
-        saved = json.loads((out / CONFIG_FILE).read_text())
-        saved_config = FinetuneConfig.from_json(saved["finetune"])
-        if replace(saved_config, steps=config.steps) != config or saved.get("init") != (str(init) if init else None):
-            raise VectorPoseError(f"{out}: --resume with settings or --init that differ from the saved run")
+        saved_run, differing = resume_conflicts(out, "finetune", config)
+        if saved_run.get("init") != init:
+            differing.append("init")
+        if differing:
+            raise VectorPoseError(f"{out}: --resume with settings that differ from the saved run ({', '.join(differing)})")
 
+
+@dataclass
+class FinetuningPlan:
+    """What a fine-tuning run trains on and with: checked data, split, patch and architecture."""
+
+    preprocessing: PreprocessingConfig
+    backbone: BackboneConfig
+    pretrained: dict[str, torch.Tensor] | None
+    num_classes: int
+    labels: dict[int, str]
+    split: Split
+    training: list[PreprocessedVolume]
+    validation: list[PreprocessedVolume]
+    patch: tuple[int, int, int]
+
+
+def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None, modality: str | None, cache_dir: str | Path | None,
+                    progress: bool) -> FinetuningPlan:
+    """Read and check everything a run needs before its folder is touched, so bad input never costs an old run."""
     dataset = load_dataset(data, modality)
     labelled_cases = dataset.labelled
     if not labelled_cases:
-        raise DataError(Path(data), "no labelled cases (fine-tuning needs label maps)")
+        raise DataError(data, "no labelled cases (fine-tuning needs label maps)")
     try:
         num_classes = num_classes_of(dataset.labels)
     except ValueError as exc:
-        raise DataError(Path(data) / "dataset.json", str(exc)) from None
-
-    pretrained_state, pretrained_meta = (
-        load_model(init, task="pretext", hint="--init takes a pretraining run or model") if init is not None else (None, None)
-    )
-    if pretrained_meta is not None:
-        preprocessing = PreprocessingConfig.from_json(pretrained_meta["preprocessing"])
-        if dataset.modality is not None and dataset.modality != preprocessing.modality:
-            raise CheckpointError(f"{init}: pretrained on {preprocessing.modality} data, but {data} is {dataset.modality}")
-        if pretrained_meta["backbone"].get("kind") == "nnunet":
-            raise CheckpointError(f"{init}: pretrained with --backbone nnunet, which VectorPOSE does not fine-tune; train it with nnU-Net: "
-                                  f"vectorpose export {init} --to nnunet OUT.pth, then nnUNetv2_train ... -pretrained_weights OUT.pth")
-        backbone = BackboneConfig.from_json(pretrained_meta["backbone"])
-        check_compatible(str(init), pretrained_meta, (config.backbone or backbone).to_json(), preprocessing.to_json())
-    else:
-        if dataset.modality is None:
-            raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
-        preprocessing = PreprocessingConfig(modality=dataset.modality)
-        backbone = config.backbone or BackboneConfig()
-
+        raise DataError(data / "dataset.json", str(exc)) from None
+    pretrained, preprocessing, backbone = _starting_point(data, dataset, config, init)
     try:
         split = make_split([c.case_id for c in labelled_cases], config.split_seed, config.seed, config.label_fraction, config.labelled,
                            config.test_fraction, config.validation_fraction)
@@ -232,113 +285,77 @@ def finetune(
     volumes, _ = preprocess_dataset(Dataset(dataset.root, labelled_cases, dataset.modality, dataset.labels), preprocessing, cache_dir,
                                     progress=progress)
     check_label_values(volumes, dataset.labels)
-    vol_by_id = {v.case_id: v for v in volumes}
-    train_volumes = [vol_by_id[i] for i in split.labelled]
-    val_volumes = [vol_by_id[i] for i in split.validation]
-    shapes = [v.shape for v in train_volumes + val_volumes]
+    by_id = {v.case_id: v for v in volumes}
+    training, validation = [by_id[i] for i in split.labelled], [by_id[i] for i in split.validation]
+    shapes = [v.shape for v in training + validation]
     patch = config.patch_size or auto_patch_size(shapes, backbone.size_divisor)
     if any(p % backbone.size_divisor for p in patch):
         raise VectorPoseError(f"patch size {patch} must be a multiple of {backbone.size_divisor} on every axis")
-    check_patch_fits(patch, shapes, backbone.size_divisor, Path(data))
+    check_patch_fits(patch, shapes, backbone.size_divisor, data)
+    return FinetuningPlan(preprocessing, backbone, pretrained, num_classes, dataset.labels, split, training, validation, patch)
 
-    create_run_dir(out, resume, overwrite)
-    write_json(out / CONFIG_FILE, {
-        "finetune": config.to_json(), "init": str(init) if init else None, "data": str(Path(data).resolve()),
-        "modality": preprocessing.modality, "preprocessing": preprocessing.to_json(), "backbone": backbone.to_json(),
-        "patch_size": list(patch), "num_classes": num_classes, "labels": {str(k): v for k, v in sorted(dataset.labels.items())},
-    })
-    write_json(out / SPLIT_FILE, split.to_json())
 
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    network = SegmentationNetwork(backbone, num_classes)
-    report = None
-    if pretrained_state is not None:
-        report = transfer_weights(network, pretrained_state, config.transfer)
-        write_json(out / TRANSFER_FILE, report.to_json())
-        if progress:
-            print(report.summary())
-    network.to(device)
-    transferred = {n for n, _ in report.matched} if report else set()
+def _starting_point(data: Path, dataset: Dataset, config: FinetuneConfig,
+                    init: str | Path | None) -> tuple[dict[str, torch.Tensor] | None, PreprocessingConfig, BackboneConfig]:
+    """``(pretrained weights or None, preprocessing, backbone)``: those of the ``init`` model, or new ones."""
+    if init is None:
+        if dataset.modality is None:
+            raise DataError(data, "modality unknown: dataset.json names none; pass --modality CT or MRI")
+        return None, PreprocessingConfig(modality=dataset.modality), config.backbone or BackboneConfig()
+    state, meta = load_model(init, task="pretext", hint="--init takes a pretraining run or model")
+    preprocessing = PreprocessingConfig.from_json(meta["preprocessing"])
+    if dataset.modality is not None and dataset.modality != preprocessing.modality:
+        raise CheckpointError(f"{init}: pretrained on {preprocessing.modality} data, but {data} is {dataset.modality}")
+    if meta["backbone"].get("kind") == "nnunet":
+        raise CheckpointError(f"{init}: pretrained with --backbone nnunet, which VectorPOSE does not fine-tune; train it with nnU-Net: "
+                              f"vectorpose export {init} --to nnunet OUT.pth, then nnUNetv2_train ... -pretrained_weights OUT.pth")
+    backbone = BackboneConfig.from_json(meta["backbone"])
+    check_compatible(str(init), meta, (config.backbone or backbone).to_json(), preprocessing.to_json())
+    return state, preprocessing, backbone
+
+
+def parameter_groups(network: torch.nn.Module, transferred: set[str], config: FinetuneConfig) -> list[dict]:
+    """The new parameters at ``config.lr``; the ``transferred`` ones at ``config.lr * config.pretrained_lr_scale``."""
     named = dict(network.named_parameters())
     groups = [{"params": [p for n, p in named.items() if n not in transferred], "lr": config.lr}]
     if transferred:
         groups.append({"params": [p for n, p in named.items() if n in transferred], "lr": config.lr * config.pretrained_lr_scale})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    return groups
 
-    start, best_dice, best_step = 0, -1.0, 0
-    if resume:
-        state = restore_training_state(out, network, optimizer, scheduler, config.steps, device)
-        start, best_dice, best_step = int(state["step"]), float(state["best_dice"]), int(state["best_step"])
 
-    loader = step_loader(SegmentationDataset(train_volumes, patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes),
-                         config.batch_size, start, config.steps, config.seed, config.workers, device)
+class SegmentationTask(TrainingTask):
+    """Fine-tuning's part of the loop: Dice + cross-entropy with the ``transferred`` parameters frozen for
+    the first ``freeze_steps`` steps; at each scheduled checkpoint the validation Dice, ``model.*`` when
+    it is the best so far (every time without validation cases), and ``last.*``."""
 
-    def metadata(step: int, dice: float) -> dict:
-        return segmentation_metadata(config, backbone, preprocessing, patch, num_classes, dataset.labels, step,
-                                     str(init) if init else None, dice)
+    loss_key = "dice_ce"
+    progress_keys = ("dice_ce", "val/dice")
 
-    saved_step = start if resume else None
+    def __init__(self, out: Path, network: SegmentationNetwork, transferred: list[torch.nn.Parameter], freeze_steps: int,
+                 validation: list[PreprocessedVolume], patch: tuple[int, int, int], num_classes: int, device: torch.device,
+                 metadata: Callable[..., dict]):
+        self.out, self.network, self.transferred, self.freeze_steps = out, network, transferred, freeze_steps
+        self.validation, self.patch, self.num_classes, self.device, self.metadata = validation, patch, num_classes, device, metadata
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        self.best_dice, self.best_step = -1.0, 0
 
-    def save_last(step: int, dice: float) -> None:
-        nonlocal saved_step
-        save_model(out, network.state_dict(), metadata(step, dice), name="last")
-        save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device,
-                                                            best_dice=best_dice, best_step=best_step))
-        saved_step = step
+    def losses(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        frozen = step <= self.freeze_steps
+        for parameter in self.transferred:
+            parameter.requires_grad_(not frozen)
+        return {"dice_ce": self.loss_fn(self.network(batch["image"]), batch["label"])}
 
-    try:
-        logs = MetricsLog(out, start)
-    except OutputError as exc:
-        raise saving_failed(exc, out, saved_step) from exc
-    history: list[dict] = []
-    bar = tqdm(total=config.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
-    loss_sum, count, tic = 0.0, 0, time.perf_counter()
-    network.train()
-    with stop_on_signal() as stop:
-        try:
-            for step, batch in enumerate(loader, start=start + 1):
-                frozen = step <= config.warmup_steps
-                for n in transferred:
-                    named[n].requires_grad_(not frozen)
-                image, label = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
-                loss = loss_fn(network(image), label)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise VectorPoseError(f"loss became {value} at step {step}; lower --lr")
-                loss_sum, count = loss_sum + value, count + 1
-                bar.update(1)
-                row: dict = {}
-                if step % config.log_every == 0 or step == config.steps:
-                    row = {"step": step, "dice_ce": loss_sum / count, "lr": scheduler.get_last_lr()[0],
-                           "patches_per_s": count * config.batch_size / (time.perf_counter() - tic)}
-                    loss_sum, count, tic = 0.0, 0, time.perf_counter()
-                if step % config.val_every == 0 or step == config.steps:
-                    dice = validation_dice(network, val_volumes, patch, num_classes, device) if val_volumes else float("nan")
-                    row = {"step": step, **row, "val/dice": dice}
-                    if not val_volumes or dice > best_dice:
-                        best_dice, best_step = (dice if val_volumes else float("nan")), step
-                        save_model(out, network.state_dict(), metadata(step, dice))
-                    save_last(step, dice)
-                    tic = time.perf_counter()  # validation time is not training throughput
-                elif stop:
-                    save_last(step, float("nan"))
-                if row:
-                    logs.write(row)
-                    history.append(row)
-                    bar.set_postfix({"loss": f"{row.get('dice_ce', float('nan')):.3f}"} | ({"val_dice": f"{row['val/dice']:.3f}"} if "val/dice" in row else {}))
-                if stop:
-                    raise stop.stopped(out, step)
-        except OutputError as exc:
-            raise saving_failed(exc, out, saved_step) from exc
-        finally:
-            bar.close()
-            logs.close()
-    network.eval()
-    return FinetuneResult(network=network, run_dir=out, best_dice=best_dice, best_step=best_step, split=split, transfer=report, history=history)
+    def checkpoint(self, step: int, scheduled: bool) -> dict:
+        state = self.network.state_dict()
+        if not scheduled:
+            save_model(self.out, state, self.metadata(step=step, val_dice=float("nan")), name="last")
+            return {}
+        dice = validation_dice(self.network, self.validation, self.patch, self.num_classes, self.device) if self.validation else float("nan")
+        if not self.validation or dice > self.best_dice:
+            self.best_dice, self.best_step = dice, step
+            save_model(self.out, state, self.metadata(step=step, val_dice=dice))
+        save_model(self.out, state, self.metadata(step=step, val_dice=dice), name="last")
+        return {"val/dice": dice}
+
+    def resume_state(self) -> dict:
+        return {"best_dice": self.best_dice, "best_step": self.best_step}

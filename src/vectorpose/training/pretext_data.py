@@ -44,7 +44,7 @@ class PretextDataset(Dataset):
         return self._arrays[k]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        # Stream 0 is the one-process stream of earlier runs. Other streams use a spawn key, not a third
+        # Stream 0 is the stream of a one-process run. Other streams use a spawn key, not a third
         # entropy word: default_rng([seed, s, 0]) equals default_rng([seed, s]) (trailing zero words do
         # not change a SeedSequence), so stream s would replay sample s of stream 0.
         spawn_key = (self.stream,) if self.stream else ()

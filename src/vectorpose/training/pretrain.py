@@ -9,32 +9,29 @@ DistributedDataParallel and rank 0 alone writes (see :func:`pretrain`).
 from __future__ import annotations
 
 import hashlib
-import itertools
-import json
-import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.datasets import Case, Dataset, load_dataset
+from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
 from ..data.validation import check_crop_fits
-from ..errors import DataError, OutputError, VectorPoseError
+from ..errors import DataError, VectorPoseError
 from ..methods import PretextMethod, get_method
 from ..models.backbone import BackboneConfig
 from ..models.backbones import AnyBackboneConfig, backbone_from_json
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
+from ..models.files import MODEL_FILE, load_model, load_weights, save_model
 from ..utils.files import write_json
-from .checkpoint import RESUME_FILE, load_model, load_weights, save_model, save_resume_state
-from .distributed import DistributedContext, any_rank, gather_objects, in_turn, init_distributed, mean_across_ranks
+from .distributed import DistributedContext, gather_objects, in_turn, init_distributed
+from .loop import LoopConfig, TrainingLoop, TrainingTask, optimise
 from .prefetch import DevicePrefetcher
 from .pretext_data import PretextDataset, pipeline_collate
-from .run import (CONFIG_FILE, MetricsLog, check_run_dir, create_run_dir, restore_training_state, saving_failed,
-                  step_loader, stop_on_signal, training_state)
+from .run import CONFIG_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
 from .speed import SpeedOptions
 
 
@@ -105,10 +102,13 @@ class PretrainConfig:
 
 @dataclass
 class PretrainResult:
+    """The trained network (eval mode), where it was written, the last log row, and this process's rank."""
+
     network: PretextNetwork
     run_dir: Path
     model_path: Path
     last_metrics: dict
+    rank: int = 0
 
 
 def model_metadata(config: PretrainConfig, method: PretextMethod, preprocessing: PreprocessingConfig, step: int) -> dict:
@@ -148,14 +148,18 @@ def rank_dataset(volumes: list, config: PretrainConfig, rank: int) -> PretextDat
     return PretextDataset(volumes, config.pretext, config.seed, stream=rank)
 
 
+def pretext_losses(model: torch.nn.Module, method: PretextMethod, batch: dict[str, torch.Tensor], speed: SpeedOptions,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """The loss terms of a batch already on ``device`` (see :class:`PretextMethod`), ``"total"`` among them."""
+    with speed.autocast(device):
+        return method.losses(model(batch["input"]), batch)
+
+
 def pretext_step(model: torch.nn.Module, method: PretextMethod, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                  speed: SpeedOptions, device: torch.device) -> dict[str, torch.Tensor]:
-    """One optimisation step on a batch already on ``device``; returns the loss terms (see :class:`PretextMethod`)."""
-    with speed.autocast(device):
-        terms = method.losses(model(batch["input"]), batch)
-    optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    optimizer.step()
+    """One optimisation step on a batch already on ``device``; returns the loss terms."""
+    terms = pretext_losses(model, method, batch, speed, device)
+    optimise(optimizer, terms["total"])
     return terms
 
 
@@ -200,36 +204,63 @@ def pretrain(
 def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: PretrainConfig, modality: str | None,
               cache_dir: str | Path | None, resume: bool, overwrite: bool, skip_bad: bool, progress: bool,
               speed: SpeedOptions) -> PretrainResult:
-    from tqdm.auto import tqdm
-
     dataset = load_dataset(data, modality)
     if dataset.modality is None:
         raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
     preprocessing = PreprocessingConfig(modality=dataset.modality)
-
-    def check_folder() -> None:
-        check_run_dir(out, resume, overwrite)
-        if not resume:
-            return
-        saved_run = json.loads((out / CONFIG_FILE).read_text())
-        saved = PretrainConfig.from_json(saved_run["pretrain"])
-        if replace(saved, steps=config.steps) != config:
-            differing = [k for k in config.to_json() if k != "steps" and config.to_json()[k] != saved.to_json()[k]]
-            raise VectorPoseError(f"{out}: --resume with settings that differ from the saved run ({', '.join(differing)})")
-        saved_world = int(saved_run.get("world_size", 1))
-        if saved_world != ctx.world_size:
-            raise VectorPoseError(f"{out}: the run was trained by {saved_world} process(es), not {ctx.world_size}; resume it with "
-                                  f"{saved_world} (torchrun --nnodes x --nproc_per_node), since each process's crop stream depends on its rank")
-
     # Every rank checks the folder (reading only; on several machines it must be on a shared file
     # system to resume). Waiting for all keeps rank 0 from clearing it (--overwrite) while others read.
-    in_turn(ctx, True, check_folder)
-    # pretraining reads images only: a broken label map must not stop it
-    images_only = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases), dataset.modality, dataset.labels)
+    in_turn(ctx, True, lambda: check_pretraining_folder(out, config, resume, overwrite, ctx.world_size))
+    volumes, skipped = _prepare_volumes(ctx, Path(data), dataset, preprocessing, config, cache_dir, skip_bad, progress)
+    if ctx.is_main:
+        for problem in skipped:
+            print(f"skipped: {problem}")
+    in_turn(ctx, ctx.is_main, lambda: create_run_dir(out, resume, overwrite))
+
+    method = config.build_method()
+    torch.manual_seed(config.seed)
+    network = method.build_network(config.backbone).to(ctx.device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, config.batch_size, config.log_every,
+                        config.checkpoint_every, unit="crops"), ctx, progress, description=f"pretrain {method.name}")
+    if resume:
+        # every rank reads resume.pt; the weights would agree anyway, as DDP broadcasts rank 0's
+        loop.resume()
+    run_record = {"pretrain": config.to_json(), "data": str(Path(data).resolve()), "modality": dataset.modality,
+                  "preprocessing": preprocessing.to_json(), "cases": [v.case_id for v in volumes], "skipped": [str(p) for p in skipped],
+                  "world_size": ctx.world_size}
+    task = PretextTask(out, network, _training_model(network, ctx, speed), method, speed, ctx, loop.start,
+                       lambda step: model_metadata(config, method, preprocessing, step), run_record)
+    boundary = method.boundary_weight > 0
+    loader = step_loader(rank_dataset(volumes, config, ctx.rank), config.batch_size, loop.start, config.steps, config.seed,
+                         config.workers, ctx.device, collate_fn=pipeline_collate(ctx.device, boundary, speed))
+    result = loop.run(task, DevicePrefetcher(loader, ctx.device, speed, boundary=boundary))
+    return PretrainResult(network=network, run_dir=out, model_path=task.model_path, last_metrics=result.last, rank=ctx.rank)
+
+
+def check_pretraining_folder(out: Path, config: PretrainConfig, resume: bool, overwrite: bool, world_size: int) -> None:
+    """Refuse a folder that holds another run, or a ``--resume`` with other settings or another number of processes."""
+    check_run_dir(out, resume, overwrite)
+    if not resume:
+        return
+    saved_run, differing = resume_conflicts(out, "pretrain", config)
+    if differing:
+        raise VectorPoseError(f"{out}: --resume with settings that differ from the saved run ({', '.join(differing)})")
+    saved_world = int(saved_run.get("world_size", 1))
+    if saved_world != world_size:
+        raise VectorPoseError(f"{out}: the run was trained by {saved_world} process(es), not {world_size}; resume it with "
+                              f"{saved_world} (torchrun --nnodes x --nproc_per_node), since each process's crop stream depends on its rank")
+
+
+def _prepare_volumes(ctx: DistributedContext, data: Path, dataset: Dataset, preprocessing: PreprocessingConfig, config: PretrainConfig,
+                     cache_dir: str | Path | None, skip_bad: bool, progress: bool) -> tuple[list, list]:
+    """The preprocessed scans (images only: a broken label map must not stop pretraining) and the skipped problems."""
+    images_only = dataset.images_only()
 
     def prepare() -> tuple[list, list]:
         volumes, skipped = preprocess_dataset(images_only, preprocessing, cache_dir, skip_bad=skip_bad, progress=progress and ctx.is_main)
-        check_crop_fits(config.pretext.patch_size, config.pretext.scale_range[0], [v.shape for v in volumes], Path(data))
+        check_crop_fits(config.pretext.patch_size, config.pretext.scale_range[0], [v.shape for v in volumes], data)
         return volumes, skipped
 
     # Rank 0 checks the data (reporting its problems once) and fills the cache first; then the first
@@ -237,107 +268,44 @@ def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: Pret
     # cache filled. Cache entries are written atomically, so machines sharing one cache do no harm.
     prepared = in_turn(ctx, ctx.is_main, prepare)
     prepared = in_turn(ctx, ctx.local_rank == 0 and not ctx.is_main, prepare) or prepared
-    volumes, skipped = in_turn(ctx, ctx.local_rank != 0, prepare) or prepared
-    if ctx.is_main:
-        for problem in skipped:
-            print(f"skipped: {problem}")
-    in_turn(ctx, ctx.is_main, lambda: create_run_dir(out, resume, overwrite))
+    return in_turn(ctx, ctx.local_rank != 0, prepare) or prepared
 
-    device = ctx.device
-    method = config.build_method()
-    torch.manual_seed(config.seed)
-    network = method.build_network(config.backbone).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-    start = 0
-    if resume:
-        # every rank reads resume.pt; the weights would agree anyway, as DDP broadcasts rank 0's
-        start = int(restore_training_state(out, network, optimizer, scheduler, config.steps, device)["step"])
+
+def _training_model(network: torch.nn.Module, ctx: DistributedContext, speed: SpeedOptions) -> torch.nn.Module:
+    """``network`` as the steps call it: in the chosen memory layout, under DDP with several processes, compiled if asked."""
     model = speed.layout(network)
     if ctx.distributed:
         # static_graph: the same weights take part in every step, and DDP finds those that never do
         # (without the voxel head, the finer decoder levels) instead of waiting for their gradients
-        model = DistributedDataParallel(network, device_ids=[ctx.local_rank] if device.type == "cuda" else None,
+        model = DistributedDataParallel(network, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
                                         static_graph=True)
-    model = speed.compiled(model)
+    return speed.compiled(model)
 
-    loader = step_loader(rank_dataset(volumes, config, ctx.rank), config.batch_size, start, config.steps, config.seed,
-                         config.workers, device, collate_fn=pipeline_collate(device, method.boundary_weight > 0, speed))
-    saved_step = start if resume else None
 
-    def checkpoint(step: int) -> Path:
-        nonlocal saved_step
-        path = save_model(out, network.state_dict(), model_metadata(config, method, preprocessing, step))
-        save_resume_state(out / RESUME_FILE, training_state(step, network, optimizer, scheduler, device))
-        saved_step = step
-        return path
+class PretextTask(TrainingTask):
+    """Pretraining's part of the loop: the method's loss terms, ``model.*`` at each checkpoint, and
+    ``config.json`` once the first batch shows which crops each rank trains on."""
 
-    def record(step: int, log_now: bool, save_now: bool) -> Path | None:
-        # rank 0 alone writes; the others learn through in_turn whether it failed
-        if log_now:
-            logs.write(last)
-        return checkpoint(step) if save_now else None
+    loss_key = "total"
+    progress_keys = ("vp", "rec", "boundary")
 
-    def open_run(ranks: list[dict]) -> MetricsLog:
-        write_json(
-            out / CONFIG_FILE,
-            {"pretrain": config.to_json(), "data": str(Path(data).resolve()), "modality": dataset.modality, "preprocessing": preprocessing.to_json(),
-             "cases": [v.case_id for v in volumes], "skipped": [str(p) for p in skipped], "world_size": ctx.world_size, "ranks": ranks,
-             "speed": speed.to_json()},
-        )
-        try:
-            return MetricsLog(out, start)
-        except OutputError as exc:
-            raise saving_failed(exc, out, saved_step) from exc
+    def __init__(self, out: Path, network: torch.nn.Module, model: torch.nn.Module, method: PretextMethod, speed: SpeedOptions,
+                 ctx: DistributedContext, start: int, metadata: Callable[[int], dict], run_record: dict):
+        self.out, self.network, self.model, self.method, self.speed, self.ctx = out, network, model, method, speed, ctx
+        self.start, self.metadata, self.run_record = start, metadata, run_record
+        self.model_path = out / MODEL_FILE
 
-    sums: dict[str, float] = {}
-    last: dict = {}
-    model_path = out / "model.safetensors"
-    network.train()
-    with stop_on_signal() as stop:
-        count, tic, t0 = 0, time.perf_counter(), time.perf_counter()
-        # DataLoader workers start here, inheriting the handlers: with the default ones Ctrl-C would end them
-        batches = iter(DevicePrefetcher(loader, device, speed, boundary=method.boundary_weight > 0))
-        first = next(batches, None)
+    def losses(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        return pretext_losses(self.model, self.method, batch, self.speed, self.ctx.device)
+
+    def checkpoint(self, step: int, scheduled: bool) -> dict:
+        self.model_path = save_model(self.out, self.network.state_dict(), self.metadata(step))
+        return {}
+
+    def started(self, first_batch) -> None:
         # which crops each rank trains on first, to show they differ (and which stream each used)
-        ranks = gather_objects(ctx, {"rank": ctx.rank, "stream": ctx.rank, "first_step": start + 1 if first is not None else None,
-                                     "first_batch": batch_fingerprint(first["input"]) if first is not None else None})
-        logs = in_turn(ctx, ctx.is_main, lambda: open_run(ranks))
-        bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {method.name}", unit="step", disable=not (progress and ctx.is_main),
-                   dynamic_ncols=True)
-        try:
-            for step, batch in enumerate(itertools.chain([first] if first is not None else [], batches), start=start + 1):
-                terms = pretext_step(model, method, optimizer, batch, speed, device)
-                scheduler.step()
-                # means over the ranks, so all of them see the same numbers and stop alike on a NaN
-                values = mean_across_ranks(ctx, {k: v.item() for k, v in terms.items()})
-                if not math.isfinite(values["total"]):
-                    raise VectorPoseError(f"loss became {values['total']} at step {step}; lower --lr")
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                bar.update(1)
-                # a signal may reach the ranks at different steps: they stop together, at the first
-                # step any of them was asked to
-                stopping = any_rank(ctx, bool(stop))
-                log_now = step % config.log_every == 0 or step == config.steps
-                if log_now:
-                    elapsed = time.perf_counter() - tic
-                    last = {"step": step, **{k: v / count for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
-                            "crops_per_s": count * config.batch_size * ctx.world_size / elapsed, "elapsed_s": time.perf_counter() - t0}
-                    bar.set_postfix({k: f"{last[k]:.3f}" for k in ("vp", "rec", "boundary") if k in last} | {"crops/s": f"{last['crops_per_s']:.1f}"})
-                    sums, count, tic = {}, 0, time.perf_counter()
-                save_now = step % config.checkpoint_every == 0 or step == config.steps or stopping
-                if log_now or save_now:
-                    model_path = in_turn(ctx, ctx.is_main, lambda: record(step, log_now, save_now)) or model_path
-                if stopping:
-                    raise stop.stopped(out, step)
-        except OutputError as exc:
-            raise saving_failed(exc, out, saved_step) from exc
-        finally:
-            batches.close()  # stops the prefetching thread
-            bar.close()
-            if logs is not None:
-                logs.close()
-    network.eval()
-    return PretrainResult(network=network, run_dir=out, model_path=model_path, last_metrics=last)
+        ranks = gather_objects(self.ctx, {"rank": self.ctx.rank, "stream": self.ctx.rank,
+                                          "first_step": self.start + 1 if first_batch is not None else None,
+                                          "first_batch": batch_fingerprint(first_batch["input"]) if first_batch is not None else None})
+        in_turn(self.ctx, self.ctx.is_main,
+                lambda: write_json(self.out / CONFIG_FILE, {**self.run_record, "ranks": ranks, "speed": self.speed.to_json()}))

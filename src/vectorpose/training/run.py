@@ -1,4 +1,4 @@
-"""What every training run shares: the run folder's rules, the device, and the metric logs."""
+"""What every training run shares: the run folder's rules, the data loader, the metric logs and stop signals."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,43 +15,10 @@ from torch.utils.data import DataLoader
 
 from ..errors import OutputError, TrainingStopped, VectorPoseError
 from ..utils.files import atomic_write, remove_stale_temporaries
-from .checkpoint import RESUME_FILE, load_resume_state
+from .resume import RESUME_FILE
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VectorPoseError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def training_state(step: int, network, optimizer, scheduler, device: torch.device, **extra) -> dict:
-    """Everything a run needs to continue exactly: weights, optimizer, schedule, RNG, step (+ ``extra``).
-
-    The sample streams need no RNG state: each sample is a function of (seed, sample index).
-    """
-    state = {"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), **extra}
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_training_state(run_dir: Path, network, optimizer, scheduler, total_steps: int, device: torch.device) -> dict:
-    """Load ``resume.pt`` into the objects (the schedule stretched to ``total_steps``); returns the state."""
-    state = load_resume_state(run_dir / RESUME_FILE)
-    network.load_state_dict(state["network"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scheduler.T_max = total_steps
-    torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and "cuda_rng" in state:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-    return state
 
 
 def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, workers: int, device: torch.device,
@@ -63,6 +31,17 @@ def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, wor
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size), num_workers=workers,
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed), collate_fn=collate_fn)
+
+
+def resume_conflicts(out: Path, section: str, config) -> tuple[dict, list[str]]:
+    """For ``--resume``: the saved ``config.json`` of ``out`` and the settings of its ``section`` in which
+    ``config`` (a config dataclass with ``to_json`` / ``from_json``) differs; ``steps`` may grow."""
+    saved_run = json.loads((out / CONFIG_FILE).read_text())
+    saved = type(config).from_json(saved_run[section])
+    if replace(saved, steps=config.steps) == config:
+        return saved_run, []
+    now, before = config.to_json(), saved.to_json()
+    return saved_run, [k for k in now if k != "steps" and now[k] != before.get(k)] or [section]
 
 
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:

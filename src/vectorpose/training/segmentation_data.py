@@ -25,8 +25,8 @@ from monai.transforms import (
 )
 from torch.utils.data import Dataset
 
+from ..data.boxes import crop_box
 from ..data.preprocessing import PreprocessedVolume
-from ..pretext.crop_geometry import crop_box
 
 
 def augmentation(flip_axes: tuple[int, ...] = (0,)) -> Compose:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError
+from ..errors import CheckpointError
 
 TRANSFER_MODES = ("encoder", "all")
 

@@ -1,11 +1,12 @@
-"""A straightforward per-crop SciPy pipeline: the correctness and speed reference of the fast one.
+"""A straightforward per-crop SciPy pipeline: the baseline that ``vectorpose bench`` times the fast
+pipeline against, and the oracle its tests compare it with.
 
 It does what the method's original code does for every crop, one at a time on the CPU: resize the
 crop with ``scipy.ndimage.zoom``, rotate it with interpolating ``scipy.ndimage.rotate`` calls, and
 compute the boundary target with ``scipy.ndimage.median_filter`` and Sobel filters. It draws its
 random numbers in the same order as :func:`~vectorpose.pretext.sample.make_pretext_sample`, so for
 the same generator state both must give the same patch, targets and corruption (within float
-tolerance); ``tests/pretext/test_reference.py`` checks that, and ``vectorpose bench`` times both.
+tolerance); ``tests/benchmark/test_reference.py`` checks that, and ``vectorpose bench`` times both.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .boundary import EDGE_GAIN, EDGE_THRESHOLD, MEDIAN_SIZE
-from .corruption import corrupt
-from .crop_geometry import crop_box, sample_crop_geometry
-from .orientation import IDENTITY, flip_orientation, rot90_orientation
-from .sample import PretextConfig
-from .vectors import vector_targets
+from ..data.boxes import crop_box
+from ..pretext.boundary import EDGE_GAIN, EDGE_THRESHOLD, MEDIAN_SIZE
+from ..pretext.corruption import corrupt
+from ..pretext.crop_geometry import sample_crop_geometry
+from ..pretext.orientation import IDENTITY, flip_orientation, rot90_orientation
+from ..pretext.sample import PretextConfig
+from ..pretext.vectors import vector_targets
 
 
 def reference_boundary_target(clean: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Model files and resume state in formats that cannot run code when loaded.
+"""Model files in a format that cannot run code when loaded: what training writes and inference reads.
 
-A model is ``model.safetensors`` (tensors only) plus ``model.json`` (metadata, validated before it
-is trusted). Resume state is a ``torch.save`` file of tensors and plain Python values, read back only
-with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. Every file is
-written to a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+A model is ``<name>.safetensors`` (tensors only: the network's ``state_dict``) plus ``<name>.json``
+(metadata: task, method, backbone, heads, patch size, preprocessing, step; validated before it is
+trusted). Both are written to a temporary name and renamed, so a crash never leaves a half-written
+model.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import VectorPoseError
+from ..errors import CheckpointError
 from ..utils.files import atomic_write, write_json
 
 MODEL_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
-RESUME_FILE = "resume.pt"
 FORMAT = "vectorpose-model"
 FORMAT_VERSION = 1
 
@@ -50,10 +49,6 @@ OPTIONAL_METADATA: dict[str, tuple[type, ...]] = {
     "transfer": (str,),
     "val_dice": (float,),
 }
-
-
-class CheckpointError(VectorPoseError):
-    """A model or resume file that is missing, unsafe or inconsistent."""
 
 
 def versions() -> dict[str, str]:
@@ -91,7 +86,7 @@ def validate_metadata(meta: object, source: Path) -> dict:
 def _check_configs(meta: dict, source: Path) -> None:
     """The nested backbone and preprocessing settings must build, or the file is refused here."""
     from ..data.preprocessing import PreprocessingConfig
-    from ..models.backbones import backbone_from_json
+    from .backbones import backbone_from_json
 
     for key, read in (("backbone", backbone_from_json), ("preprocessing", PreprocessingConfig.from_json)):
         try:
@@ -158,23 +153,3 @@ def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], sourc
         network.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: weights do not match the architecture in its metadata ({str(exc).splitlines()[0]})") from None
-
-
-def save_resume_state(path: str | Path, state: dict) -> Path:
-    """Atomically ``torch.save`` a dict of tensors and plain values (optimizer, scheduler, RNG, step)."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_resume_state(path: str | Path) -> dict:
-    """Read resume state with ``weights_only=True``: a file holding arbitrary objects is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: resume state not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused or unreadable resume state ({first})") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"{path}: not a VectorPOSE resume state")
-    return state

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vectorpose.pretext.boundary import boundary_target
-from vectorpose.pretext.reference import reference_boundary_target, reference_sample
+from vectorpose.benchmark.reference import reference_boundary_target, reference_sample
 from vectorpose.pretext.sample import PretextConfig, make_pretext_sample
 
 
