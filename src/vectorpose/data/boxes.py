@@ -9,6 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def origin_range(size: int, side: int) -> tuple[int, int]:
+    """The lower corners ``[a, b]`` (inclusive) a box of ``side`` may take along an axis of ``size``.
+
+    ``[0, size - side]`` when the box fits, so it lies inside; ``[size - side, 0]`` when it does not,
+    so it covers the whole axis and sticks out on one or both sides.
+    """
+    a, b = sorted((0, int(size) - int(side)))
+    return a, b
+
+
 def crop_box(volume: np.ndarray, lo, size, pad_value: float, dtype=None) -> np.ndarray:
     """The box ``[lo, lo + size)`` of the last three axes of ``volume``; outside parts hold ``pad_value``.
 

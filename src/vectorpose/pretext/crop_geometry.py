@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.boxes import crop_box
+from ..data.boxes import crop_box, origin_range
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def sample_crop_geometry(
     max_side = max(1, int(round(smax * patch_size)))
     lo = []
     for s in volume_shape:
-        a, b = sorted((0, s - side))
+        a, b = origin_range(s, side)
         lo.append(int(rng.integers(a, b + 1)))
     return CropGeometry(tuple(int(s) for s in volume_shape), tuple(lo), side, patch_size, scale, max_side)  # type: ignore[arg-type]
 

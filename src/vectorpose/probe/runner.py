@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import Case, Dataset, load_dataset
+from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
 from ..errors import DataError, VectorPoseError
 from .crops import ORIENTATIONS, UP_NAMES, draw_case_crops
-from .features import load_encoder, pooled_features, random_encoder
+from .features import Encoder, load_encoder, pooled_features, random_encoder
 from .fit import ClassifierScore, RegressionScore, fit_classifier, fit_regression
 from .split import split_cases
 
@@ -174,13 +174,32 @@ def run_probe(run: str | Path, data: str | Path, config: ProbeConfig = ProbeConf
         VectorPoseError / DataError: a compare run of another backbone shape, data of another
         modality, unusable scans, or fewer than 2 cases.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..training.run import resolve_device
-
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    encoders = _load_encoders(run, compare, config.seed)
+    dataset = load_dataset(data, modality)
+    for enc in encoders:
+        wanted = enc.metadata["preprocessing"]["modality"] if enc.metadata else None
+        if wanted and dataset.modality is not None and dataset.modality != wanted:
+            raise VectorPoseError(f"{enc.source}: pretrained on {wanted} data, but {data} is {dataset.modality}")
+    ids, fit_ids, eval_ids = _case_split(dataset, Path(data), config)
+    # the probe reads images only, as pretraining does: a broken label map must not stop it
+    chosen = set(ids)
+    images = dataset.images_only()
+    images = Dataset(images.root, tuple(c for c in images.cases if c.case_id in chosen), images.modality, images.labels)
+    settings = {e.name: _setting(e.metadata or encoders[0].metadata) for e in encoders}  # the baseline takes the run's
+    features, labels = _crop_features(encoders, settings, images, ids, set(fit_ids), config, cache_dir, progress)
+    rows = tuple(_scores(enc, roles, settings[enc.name], features[enc.name], labels[settings[enc.name]], config)
+                 for enc, roles in zip(encoders, ("run", RANDOM_NAME, *["compare"] * (len(encoders) - 2))))
+    n_fit, n_eval = len(fit_ids) * config.crops_per_case, len(eval_ids) * config.crops_per_case
+    return ProbeResult(run=str(run), data=str(Path(data).resolve()), config=config, fit_cases=fit_ids, evaluation_cases=eval_ids,
+                       crops={"fit": n_fit, "evaluation": n_eval}, encoders=rows, seconds=time.perf_counter() - started,
+                       versions=_versions())
+
+
+def _load_encoders(run: str | Path, compare, seed: int) -> list[Encoder]:
+    """``[run, random baseline of its shape, *compare]``; every compare run must share the run's backbone."""
+    from ..models.backbone import BackboneConfig
+
     taken: set[str] = set()
     main = load_encoder(run, _unique_name(Path(run), taken))
     assert main.metadata is not None
@@ -190,20 +209,12 @@ def run_probe(run: str | Path, data: str | Path, config: ProbeConfig = ProbeConf
         if other.metadata["backbone"] != main.metadata["backbone"]:
             raise VectorPoseError(f"{other.source}: backbone {other.metadata['backbone']['channels']} differs from that of {run} "
                                   f"({main.metadata['backbone']['channels']}); compared runs must share a backbone shape")
-    from ..models.backbone import BackboneConfig
+    baseline = random_encoder(BackboneConfig.from_json(main.metadata["backbone"]), seed, RANDOM_NAME)
+    return [main, baseline, *others]
 
-    baseline = random_encoder(BackboneConfig.from_json(main.metadata["backbone"]), config.seed, RANDOM_NAME)
-    roles = {main.name: "run", baseline.name: RANDOM_NAME, **{o.name: "compare" for o in others}}
-    settings = {main.name: _setting(main.metadata), baseline.name: _setting(main.metadata),
-                **{o.name: _setting(o.metadata) for o in others}}  # type: ignore[arg-type]
-    encoders = [main, baseline, *others]
 
-    dataset = load_dataset(data, modality)
-    for enc in (main, *others):
-        assert enc.metadata is not None
-        wanted = enc.metadata["preprocessing"]["modality"]
-        if dataset.modality is not None and dataset.modality != wanted:
-            raise VectorPoseError(f"{enc.source}: pretrained on {wanted} data, but {data} is {dataset.modality}")
+def _case_split(dataset: Dataset, data: Path, config: ProbeConfig) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """``(case ids used, fit ids, evaluation ids)``: at most ``max_cases`` (a seeded choice), split by seed."""
     ids = sorted(c.case_id for c in dataset.cases)
     if config.max_cases is not None and len(ids) > config.max_cases:
         order = np.random.default_rng(config.seed).permutation(len(ids))
@@ -211,23 +222,32 @@ def run_probe(run: str | Path, data: str | Path, config: ProbeConfig = ProbeConf
     try:
         fit_ids, eval_ids = split_cases(ids, config.seed, config.fit_share)
     except ValueError as exc:
-        raise DataError(Path(data), str(exc)) from None
+        raise DataError(data, str(exc)) from None
     if min(len(fit_ids), len(eval_ids)) * config.crops_per_case < 2:
-        raise DataError(Path(data), f"{len(fit_ids)} fit and {len(eval_ids)} evaluation cases with {config.crops_per_case} crop(s) "
-                                    "each: the probes need at least 2 crops on each side; draw more crops per case")
-    chosen = set(ids)
-    # the probe reads images only, as pretraining does: a broken label map must not stop it
-    images = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases if c.case_id in chosen), dataset.modality,
-                     dataset.labels)
-    fit_set = set(fit_ids)
+        raise DataError(data, f"{len(fit_ids)} fit and {len(eval_ids)} evaluation cases with {config.crops_per_case} crop(s) "
+                              "each: the probes need at least 2 crops on each side; draw more crops per case")
+    return ids, fit_ids, eval_ids
 
+
+def _crop_features(encoders: list[Encoder], settings: dict, images: Dataset, ids: list[str], fit_set: set[str], config: ProbeConfig,
+                   cache_dir, progress: bool) -> tuple[dict, dict]:
+    """Draw every case's crops once per crop setting and pool each encoder's features of them.
+
+    Returns ``features[encoder][half]``, a list of ``(canonical, oriented)`` feature arrays per case, and
+    ``labels[setting][half]``, the cases' :class:`ProbeCrops`, for ``half`` in ``fit`` / ``evaluation``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..devices import resolve_device
+
+    device = resolve_device(config.device)
     features: dict[str, dict[str, list]] = {e.name: {"fit": [], "evaluation": []} for e in encoders}
     labels: dict[tuple, dict[str, list]] = {}
     for setting in dict.fromkeys(settings.values()):
         prep_json, patch, scale_range = setting
         members = [e for e in encoders if settings[e.name] == setting]
-        volumes, _ = preprocess_dataset(images, PreprocessingConfig.from_json(json.loads(prep_json)), cache_dir,
-                                        progress=progress)
+        volumes, _ = preprocess_dataset(images, PreprocessingConfig.from_json(json.loads(prep_json)), cache_dir, progress=progress)
         labels[setting] = {"fit": [], "evaluation": []}
         for volume in tqdm(volumes, desc=f"probe crops (P={patch})", unit="case", disable=not progress, leave=False):
             rng = np.random.default_rng([config.seed, ids.index(volume.case_id)])
@@ -239,30 +259,26 @@ def run_probe(run: str | Path, data: str | Path, config: ProbeConfig = ProbeConf
             for enc in members:
                 f = pooled_features(enc.backbone, both, config.batch_size, device)
                 features[enc.name][half].append((f[: len(crops)], f[len(crops):]))
+    return features, labels
 
-    rows = []
-    for enc in encoders:
-        setting = settings[enc.name]
-        lab = {h: _stack_labels(labels[setting][h]) for h in ("fit", "evaluation")}
-        feat = {h: (np.concatenate([a for a, _ in features[enc.name][h]]), np.concatenate([b for _, b in features[enc.name][h]]))
-                for h in ("fit", "evaluation")}
-        (can_fit, ori_fit), (can_eval, ori_eval) = feat["fit"], feat["evaluation"]
-        meta = enc.metadata or {}
-        rows.append(EncoderScores(
-            name=enc.name, role=roles[enc.name], source=str(enc.source) if enc.source else None,
-            method=meta.get("method"), step=meta.get("step"), patch_size=setting[1], scale_range=setting[2],
-            preprocessing=json.loads(setting[0]), features=int(can_fit.shape[1]),
-            position=fit_regression(can_fit, lab["fit"]["position"], can_eval, lab["evaluation"]["position"]),
-            scale=fit_regression(can_fit, lab["fit"]["scale"], can_eval, lab["evaluation"]["scale"]),
-            orientation=fit_classifier(ori_fit, lab["fit"]["orientation"], ori_eval, lab["evaluation"]["orientation"],
-                                       len(ORIENTATIONS), config.logistic_c, config.max_iter, config.seed),
-            up=fit_classifier(ori_fit, lab["fit"]["up"], ori_eval, lab["evaluation"]["up"], len(UP_NAMES), config.logistic_c,
-                              config.max_iter, config.seed),
-        ))
-    n_fit, n_eval = len(fit_ids) * config.crops_per_case, len(eval_ids) * config.crops_per_case
-    return ProbeResult(run=str(run), data=str(Path(data).resolve()), config=config, fit_cases=fit_ids, evaluation_cases=eval_ids,
-                       crops={"fit": n_fit, "evaluation": n_eval}, encoders=tuple(rows), seconds=time.perf_counter() - started,
-                       versions=_versions())
+
+def _scores(enc: Encoder, role: str, setting: tuple, features: dict, labels: dict, config: ProbeConfig) -> EncoderScores:
+    """Fit the four probes on the fit half of one encoder's features and score them on the evaluation half."""
+    lab = {h: _stack_labels(labels[h]) for h in ("fit", "evaluation")}
+    feat = {h: (np.concatenate([a for a, _ in features[h]]), np.concatenate([b for _, b in features[h]])) for h in ("fit", "evaluation")}
+    (can_fit, ori_fit), (can_eval, ori_eval) = feat["fit"], feat["evaluation"]
+    meta = enc.metadata or {}
+    return EncoderScores(
+        name=enc.name, role=role, source=str(enc.source) if enc.source else None,
+        method=meta.get("method"), step=meta.get("step"), patch_size=setting[1], scale_range=setting[2],
+        preprocessing=json.loads(setting[0]), features=int(can_fit.shape[1]),
+        position=fit_regression(can_fit, lab["fit"]["position"], can_eval, lab["evaluation"]["position"]),
+        scale=fit_regression(can_fit, lab["fit"]["scale"], can_eval, lab["evaluation"]["scale"]),
+        orientation=fit_classifier(ori_fit, lab["fit"]["orientation"], ori_eval, lab["evaluation"]["orientation"],
+                                   len(ORIENTATIONS), config.logistic_c, config.max_iter, config.seed),
+        up=fit_classifier(ori_fit, lab["fit"]["up"], ori_eval, lab["evaluation"]["up"], len(UP_NAMES), config.logistic_c,
+                          config.max_iter, config.seed),
+    )
 
 
 def _stack_labels(parts: list) -> dict[str, np.ndarray]:

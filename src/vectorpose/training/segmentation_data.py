@@ -25,7 +25,7 @@ from monai.transforms import (
 )
 from torch.utils.data import Dataset
 
-from ..data.boxes import crop_box
+from ..data.boxes import crop_box, origin_range
 from ..data.preprocessing import PreprocessedVolume
 
 
@@ -49,7 +49,7 @@ def patch_origin(rng: np.random.Generator, shape, patch, centre=None) -> tuple[i
     """Lower corner of a patch: around ``centre`` if given, else uniform (covering the axis if the patch is larger)."""
     lo = []
     for axis, (s, p) in enumerate(zip(shape, patch)):
-        a, b = sorted((0, s - p))
+        a, b = origin_range(s, p)
         if centre is None:
             lo.append(int(rng.integers(a, b + 1)))
         else:
