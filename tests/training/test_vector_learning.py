@@ -1,8 +1,7 @@
 """Vector Prediction learns: after a short pretraining on the built-in synthetic bodies, each of the
 three VP terms on held-out crops of held-out bodies is clearly below the error of the best constant
 prediction, computed here with NumPy (a median per slot for ``r̂`` and ``θ̂``, a search over the circle
-for ``φ̂``), and a linear probe reads the crop's position from the frozen encoder better than from a
-random one."""
+for ``φ̂``)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from vectorpose.data.synthetic import make_synthetic_dataset
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.corruption import CorruptionConfig
 from vectorpose.pretext.sample import PretextConfig
-from vectorpose.probe import ProbeConfig, run_probe
 from vectorpose.training.pretext_data import PretextDataset
 from vectorpose.training.pretrain import PretrainConfig, pretrain
 
@@ -72,7 +70,3 @@ def test_each_vector_term_beats_the_best_constant(tmp_path):
     print({k: (round(learned[k], 4), round(constant[k], 4)) for k in learned})
     for term in ("r", "theta", "phi"):
         assert learned[term] < 0.8 * constant[term], term
-
-    probe = run_probe(tmp_path / "run", held_out, ProbeConfig(crops_per_case=24, device="cpu"), cache_dir=tmp_path / "cache")
-    print({e.name: round(e.position.r2, 3) for e in probe.encoders})
-    assert probe.encoders[0].position.r2 > probe.row("random init").position.r2 + 0.1
