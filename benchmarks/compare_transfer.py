@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("second", type=Path)
     parser.add_argument("--method", default="vectorpose")
     args = parser.parse_args()
-    runs = [json.loads((p / "results.json").read_text()) for p in (args.first, args.second)]
+    runs = [json.loads((p / "results.json").read_text(encoding="utf-8")) for p in (args.first, args.second)]
     names = [r["settings"]["transfer"] for r in runs]
     cells = [{(c["fraction"], c["seed"]): c for c in r["cells"] if c["method"] == args.method} for r in runs]
     shared = sorted(set(cells[0]) & set(cells[1]))

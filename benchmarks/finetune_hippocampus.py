@@ -47,16 +47,16 @@ def run_cell(data: str, out: Path, steps: int, fraction: float, seed: int, init:
         wall = sh(train)
         timing.write_text(json.dumps({"finetune_s": wall}))
         sh(evaluate)
-    result = json.loads(metrics.read_text())
-    model_meta = json.loads((out / "model.json").read_text())
-    split = json.loads((out / "split.json").read_text())
+    result = json.loads(metrics.read_text(encoding="utf-8"))
+    model_meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     transfer = extra[extra.index("--transfer") + 1] if "--transfer" in extra else "encoder"
     return {
         "init": ("vectorpose" if transfer == "encoder" else f"vectorpose ({transfer})") if init else "scratch", "fraction": fraction, "seed": seed, "labelled": len(split["labelled"]),
         "steps": steps, "test_dice": result["mean_dice"], "test_hd95": result["mean_hd95"],
         "per_class": {k: v["dice"] for k, v in result["per_class"].items()},
         "val_dice": model_meta.get("val_dice"), "best_step": model_meta["step"],
-        "finetune_s": json.loads(timing.read_text())["finetune_s"],
+        "finetune_s": json.loads(timing.read_text(encoding="utf-8"))["finetune_s"],
         "command": "vectorpose " + " ".join(shlex.quote(c) for c in train if c not in ("--quiet", "--overwrite")),
     }
 
@@ -96,10 +96,10 @@ def main() -> None:
         rows = list(pool.map(lambda c: run_cell(args.data, *c), cells))
     (out / "results.json").write_text(json.dumps(rows, indent=2))
 
-    pre_meta = json.loads((Path(args.pretrained) / "model.json").read_text())
+    pre_meta = json.loads((Path(args.pretrained) / "model.json").read_text(encoding="utf-8"))
     first = out / ("full-scratch-s0" if not args.skip_full else next(p.name for p in sorted(out.iterdir()) if (p / "split.json").is_file()))
-    split = json.loads((first / "split.json").read_text())
-    run_config = json.loads((first / "config.json").read_text())
+    split = json.loads((first / "split.json").read_text(encoding="utf-8"))
+    run_config = json.loads((first / "config.json").read_text(encoding="utf-8"))
     patch = "×".join(str(p) for p in run_config["patch_size"])
     recipe = run_config["finetune"]
     lines = [
@@ -166,7 +166,7 @@ The pretrained model is `{args.pretrained}`: method `{pre_meta['method']}`, {pre
 {chr(10).join(lines)}
 """
     Path(args.docs).mkdir(parents=True, exist_ok=True)
-    (Path(args.docs) / "finetuning_hippocampus.md").write_text(text)
+    (Path(args.docs) / "finetuning_hippocampus.md").write_text(text, encoding="utf-8")
     print(text)
 
 

@@ -112,13 +112,13 @@ def main() -> None:
         subprocess.run([str(exe)] + cmd[1:], check=True)
     wall = time.perf_counter() - t0
 
-    rows = [json.loads(l) for l in (Path(args.out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    rows = [json.loads(l) for l in (Path(args.out) / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
     if args.existing:
         wall = rows[-1]["elapsed_s"]
-        made = json.loads((Path(args.out) / "config.json").read_text())["pretrain"]
+        made = json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8"))["pretrain"]
         if (made["steps"], made["seed"]) != (args.steps, 0):
             sys.exit(f"{args.out}: made with steps {made['steps']} and seed {made['seed']}, not by this command")
-    config = json.loads((Path(args.out) / "config.json").read_text())
+    config = json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8"))
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
 
@@ -190,7 +190,7 @@ Mean of each loss term over eight equal windows of the run (logged every {config
 
 ![loss curves](pretraining_losses.png)
 {vp_section}"""
-    (docs / "pretraining_losses.md").write_text(text)
+    (docs / "pretraining_losses.md").write_text(text, encoding="utf-8")
     print(text)
 
 

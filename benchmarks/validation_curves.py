@@ -18,14 +18,14 @@ def main() -> None:
     parser.add_argument("benchmark", type=Path)
     parser.add_argument("--fractions", default=None, help="comma-separated fractions to show (default: all)")
     args = parser.parse_args()
-    results = json.loads((args.benchmark / "results.json").read_text())
+    results = json.loads((args.benchmark / "results.json").read_text(encoding="utf-8"))
     wanted = None if args.fractions is None else {float(f) for f in args.fractions.split(",")}
     rows, steps = [], set()
     for cell in results["cells"]:
         if wanted is not None and cell["fraction"] not in wanted:
             continue
         log = args.benchmark / "cells" / cell["method"] / f"f{cell['fraction']:g}-s{cell['seed']}" / "metrics.jsonl"
-        curve = {r["step"]: r["val/dice"] for r in map(json.loads, log.read_text().splitlines()) if "val/dice" in r}
+        curve = {r["step"]: r["val/dice"] for r in map(json.loads, log.read_text(encoding="utf-8").splitlines()) if "val/dice" in r}
         steps |= set(curve)
         rows.append((cell, curve))
     order = sorted(steps)

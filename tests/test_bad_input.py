@@ -310,7 +310,7 @@ def test_pretraining_ignores_broken_label_maps(tmp_path, capsys):
     label_shape(data / "labelsTr" / "case_004.nii.gz")
     code, _, err = run(command_line("pretrain", data, tmp_path / "run", tmp_path / "cache", None, []), capsys)
     assert code == 0, err
-    assert len(json.loads((tmp_path / "run" / "config.json").read_text())["cases"]) == 7
+    assert len(json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["cases"]) == 7
 
 
 def missing_path(root: Path) -> tuple[Path, Path]:

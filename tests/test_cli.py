@@ -42,7 +42,7 @@ def test_pretrain_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path, caps
     assert code == 0, err
     assert f"pretrained model written to {out / 'model.safetensors'}" in stdout
     assert_reload_gives_same_outputs(out)
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["modality"] == "MRI" and len(config["cases"]) == 6
     # a second run into the same folder is refused and leaves it untouched
     before = (out / "model.safetensors").read_bytes()
@@ -56,9 +56,9 @@ def test_pretrain_on_real_hippocampus(hippocampus, cache_dir, tmp_path, capsys):
     code, stdout, err = run(["pretrain", hippocampus, "--out", out, "--cache", cache_dir, *FAST], capsys)
     assert code == 0, err
     assert_reload_gives_same_outputs(out)
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["modality"] == "MRI" and len(config["cases"]) == 208
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["total"]) for r in rows)
 
 
@@ -94,7 +94,7 @@ def test_skip_bad_leaves_out_broken_files(tmp_path, cache_dir, capsys):
     code, stdout, err = run(["pretrain", data, "--out", tmp_path / "run", "--cache", cache_dir, "--modality", "MRI", "--skip-bad", *FAST], capsys)
     assert code == 0, err
     assert f"skipped: {bad.resolve()}" in stdout
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["cases"] == ["fine"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["cases"] == ["fine"]
 
 
 def test_debug_shows_traceback(tmp_path, cache_dir, capsys):
@@ -193,6 +193,6 @@ def test_pretrain_speed_options_run_on_the_cpu(synthetic_dataset, cache_dir, tmp
     code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST, "--amp", "bf16", "--channels-last",
                        "--boundary-in", "device"], capsys)
     assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["speed"] == {"amp": "bf16", "channels_last": True, "compile": False, "boundary_in": "device"}
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["speed"] == {"amp": "bf16", "channels_last": True, "compile": False, "boundary_in": "device"}
     network, _ = load_pretext_network(out)
     assert all(p.dtype == torch.float32 for p in network.parameters())

@@ -20,7 +20,7 @@ def python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_version_matches_the_package_metadata(tmp_path):
-    declared = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    declared = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.MULTILINE).group(1)
     done = python_m("--version", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"vectorpose, version {declared}"

@@ -45,7 +45,7 @@ def test_pretrain_on_real_dicom_series(tmp_path, capsys):
     code, stdout, err = run(["pretrain", DICOM, "--modality", "MRI", "--out", out, "--cache", tmp_path / "cache", "--steps", "2",
                              "--batch", "2", "--patch", "16", *TINY_NET], capsys)
     assert code == 0, err
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert sorted(config["cases"]) == ["11_HCropVolume", "13_HCropVolume", "14_HCropVolume"]
     assert (out / "model.safetensors").is_file()
 
@@ -58,11 +58,11 @@ def test_finetune_evaluate_predict_on_real_nrrd_and_metaimage(hippocampus, tmp_p
     code, _, err = run(["finetune", data, "--out", run_dir, "--cache", cache, "--steps", "2", "--batch", "2", "--patch", "16",
                         "--val-every", "2", *TINY_NET], capsys)
     assert code == 0, err
-    split = json.loads((run_dir / "split.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
     assert len(split["test"]) == 2
     code, stdout, err = run(["evaluate", run_dir, data, "--cache", cache, "--out", tmp_path / "metrics.json"], capsys)
     assert code == 0, err
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert sorted(row["case_id"] for row in metrics["cases"]) == sorted(split["test"])
 
     # predict: one output per scan, in the input's own format and on its own grid

@@ -312,7 +312,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
     note_text = None
     if notes is not None:
         try:
-            note_text = notes.read_text()
+            note_text = notes.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise VectorPoseError(f"{notes}: cannot read the notes file ({exc})") from None
     command = "vectorpose " + shlex.join(sys.argv[1:])

@@ -60,7 +60,7 @@ def finished(benchmark_data, tmp_path_factory):
 def test_writes_every_cell_and_output(finished):
     _, _, out, run = finished
     assert (run.trained_cells, run.trained_pretraining) == (8, 1)
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     keys = {(c["method"], c["fraction"], c["seed"]) for c in results["cells"]}
     assert keys == {(m, f, s) for m in ("scratch", "vectorpose") for f in (0.4, 1.0) for s in (0, 1)}
     for cell in results["cells"]:
@@ -76,13 +76,13 @@ def test_writes_every_cell_and_output(finished):
     for name in ("report.md", "dice_vs_labels.png", "gain_over_scratch.png", "dice_vs_labels_external.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "dice_vs_labels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "vectorpose benchmark test" in report and "Paired difference to `scratch`" in report
 
 
 def test_statistics_in_results_match_the_cells(finished):
     _, _, out, _ = finished
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     cells = results["cells"]
     for f in (0.4, 1.0):
         dice = {m: {c["seed"]: c["test"]["mean_dice"] for c in cells if c["method"] == m and c["fraction"] == f} for m in ("scratch", "vectorpose")}
@@ -142,7 +142,7 @@ def test_refuses_foreign_folder(benchmark_data, tmp_path):
     (tmp_path / "results" / "mine.txt").write_text("keep me")
     with pytest.raises(VectorPoseError, match="already holds other files"):
         run_benchmark(data, tmp_path / "results", tiny(), progress=False)
-    assert (tmp_path / "results" / "mine.txt").read_text() == "keep me"
+    assert (tmp_path / "results" / "mine.txt").read_text(encoding="utf-8") == "keep me"
 
 
 def test_supplied_pretraining_is_used_not_retrained(benchmark_data, finished, tmp_path, monkeypatch):
@@ -204,7 +204,7 @@ def test_pretraining_state(finished, tmp_path):
     shutil.copytree(out / "pretrain" / "vectorpose", run)
     config = tiny().pretrain_config("vectorpose")
     assert pretraining_state(run, config, data) == "done"
-    meta = json.loads((run / "model.json").read_text())
+    meta = json.loads((run / "model.json").read_text(encoding="utf-8"))
     (run / "model.json").write_text(json.dumps({**meta, "step": 1}))  # cut off after a checkpoint
     assert pretraining_state(run, config, data) == "resume"
     (run / "resume.pt").unlink()
@@ -228,4 +228,4 @@ def test_changed_external_set_rescores_without_training(finished, monkeypatch):
     assert finetunes.calls == 0
     assert all(c["external"] is None and c["external_data"] is None for c in run.cells)
     assert not list(out.rglob("external_metrics.json"))
-    assert not (out / "dice_vs_labels_external.png").exists() and "External test data" not in (out / "report.md").read_text()
+    assert not (out / "dice_vs_labels_external.png").exists() and "External test data" not in (out / "report.md").read_text(encoding="utf-8")

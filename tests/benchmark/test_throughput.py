@@ -19,7 +19,7 @@ def test_bench_writes_consistent_results(workers, synthetic_dataset, tmp_path, c
     out = tmp_path / "bench.json"
     code, stdout, err = run(["bench", synthetic_dataset, *TINY, "--workers", workers, "--cache", tmp_path / "cache", "--out", out], capsys)
     assert code == 0, err
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     for key in ("model_step_s", "full_step_s", "pipeline_samples_per_s", "pipeline_inprocess_samples_per_s", "reference_samples_per_s"):
         assert result[key] > 0, key
     assert result["overhead"] == pytest.approx(result["full_step_s"] / result["model_step_s"])
@@ -41,8 +41,8 @@ def test_bench_profiles_show_where_the_boundary_is_made(boundary_in, main_proces
     assert str(profile) in stdout
     ops = {}
     for step in ("model_step", "full_step"):
-        assert "aten::convolution" in (profile / f"{step}.ops.txt").read_text()
-        ops[step] = {event.get("name") for event in json.loads((profile / f"{step}.trace.json").read_text())["traceEvents"]}
+        assert "aten::convolution" in (profile / f"{step}.ops.txt").read_text(encoding="utf-8")
+        ops[step] = {event.get("name") for event in json.loads((profile / f"{step}.trace.json").read_text(encoding="utf-8"))["traceEvents"]}
     assert ("aten::replication_pad3d" in ops["full_step"]) == main_process_pads
     assert "aten::replication_pad3d" not in ops["model_step"] and "aten::convolution_backward" in ops["model_step"]
     code, _, err = run(["bench", synthetic_dataset, *TINY, "--profile", profile], capsys)

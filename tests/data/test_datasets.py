@@ -40,7 +40,7 @@ def _make_msd(root: Path, names=("a_001", "a_002"), modality=None, labels=None, 
 
 def test_synthetic_msd_dataset(synthetic_dataset: Path):
     ds = load_dataset(synthetic_dataset)
-    meta = json.loads((synthetic_dataset / "dataset.json").read_text())
+    meta = json.loads((synthetic_dataset / "dataset.json").read_text(encoding="utf-8"))
     assert isinstance(ds, Dataset)
     assert ds.root == synthetic_dataset
     assert len(ds.cases) == len(meta["training"]) == 6
@@ -259,7 +259,7 @@ def test_malformed_dataset_json(tmp_path: Path, text: str):
 )
 def test_invalid_training_entry(tmp_path: Path, entry):
     root = _make_msd(tmp_path / "ds")
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["training"].append(entry)
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError) as exc:

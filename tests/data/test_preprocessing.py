@@ -608,11 +608,11 @@ def test_label_values_are_recorded_once_and_kept(present, tmp_path: Path, cache_
     assert first.label_values == tuple(np.unique(label).tolist()) == present
     assert preprocess_case(case, cfg, cache_dir).label_values == present
     sidecar = first.label_path.with_suffix(".json")
-    old = json.loads(sidecar.read_text())
+    old = json.loads(sidecar.read_text(encoding="utf-8"))
     del old["values"]
     sidecar.write_text(json.dumps(old))
     assert preprocess_case(case, cfg, cache_dir).label_values == present
-    assert "values" in json.loads(sidecar.read_text())
+    assert "values" in json.loads(sidecar.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("kind", ["dicom", ".mhd", ".nhdr"])

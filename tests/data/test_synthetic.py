@@ -39,7 +39,7 @@ def test_layout_and_manifest(dataset: pathlib.Path) -> None:
     names = [f"synth_{i:03d}.nii.gz" for i in range(NUM_CASES)]
     assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == names
     assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == names
-    manifest = json.loads((dataset / "dataset.json").read_text())
+    manifest = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert manifest["name"] == "VectorPOSE synthetic bodies"
     assert isinstance(manifest["description"], str) and manifest["description"]
     assert manifest["tensorImageSize"] == "3D"
@@ -144,7 +144,7 @@ def test_overwrite_replaces_contents(tmp_path: pathlib.Path) -> None:
     assert make_synthetic_dataset(out, 1, 1, overwrite=True) == out
     assert not (out / "stray.txt").exists()
     assert not (out / "imagesTr" / "synth_001.nii.gz").exists()
-    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 1
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 1
     image = _load(out / "imagesTr" / "synth_000.nii.gz")[0]
     np.testing.assert_array_equal(image, synthetic_case(np.random.default_rng([1, 0]))[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

@@ -72,7 +72,7 @@ def test_nnunet_loads_every_pretrained_tensor(nnunet_run):
         if ".seg_layers." in key:
             assert torch.equal(after[key], before[key]), key
     # the pretrained network was trained: its weights left their initialisation
-    meta = json.loads((root / "run" / "model.json").read_text())
+    meta = json.loads((root / "run" / "model.json").read_text(encoding="utf-8"))
     assert meta["step"] == 2 and meta["backbone"]["kind"] == "nnunet"
 
 
@@ -117,7 +117,7 @@ def test_resume_rebuilds_the_nnunet_network(nnunet_run, synthetic_dataset, tmp_p
     args[args.index("--steps") + 1] = "3"
     code, _, err = run([*args, "--resume"], capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "run" / "model.json").read_text())["step"] == 3
+    assert json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))["step"] == 3
 
 
 @pytest.mark.parametrize("args, message", [

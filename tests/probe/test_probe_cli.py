@@ -14,11 +14,11 @@ def test_probe_command_writes_json_markdown_and_png(tiny_run, synthetic_dataset,
     code, stdout, err = run(["probe", tiny_run, synthetic_dataset, "--out", out, "--crops", 2, "--cache", probe_cache,
                              "--device", "cpu", "--quiet"], capsys)
     assert code == 0, err
-    payload = json.loads(out.read_text())
+    payload = json.loads(out.read_text(encoding="utf-8"))
     assert [e["name"] for e in payload["encoders"]] == ["tiny", "random init"]
     assert payload["settings"]["crops_per_case"] == 2
     assert set(payload["split"]["fit"]).isdisjoint(payload["split"]["evaluation"])
-    assert "| **tiny** (run)" in out.with_suffix(".md").read_text()
+    assert "| **tiny** (run)" in out.with_suffix(".md").read_text(encoding="utf-8")
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "random init" in stdout and str(out) in stdout
 
@@ -40,4 +40,4 @@ def test_probe_command_errors_are_one_line(tiny_run, synthetic_dataset, probe_ca
     out.write_text("earlier results")
     code, _, err = run(["probe", tiny_run, synthetic_dataset, "--out", out, "--cache", probe_cache, "--quiet"], capsys)
     assert_one_line_error(code, err, str(out), "--overwrite")
-    assert code == 1 and out.read_text() == "earlier results" and not out.with_suffix(".png").exists()
+    assert code == 1 and out.read_text(encoding="utf-8") == "earlier results" and not out.with_suffix(".png").exists()

@@ -40,12 +40,12 @@ def test_write_report_writes_three_files_and_refuses_to_replace_them(result, tmp
     out = tmp_path / "probe.json"
     paths = write_report(result, out)
     assert paths == output_paths(out) == (out, tmp_path / "probe.md", tmp_path / "probe.png")
-    assert json.loads(out.read_text())["encoders"][0]["position"]["r2"] == 0.9
+    assert json.loads(out.read_text(encoding="utf-8"))["encoders"][0]["position"]["r2"] == 0.9
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
     assert matplotlib.image.imread(paths[2]).ndim == 3  # a readable image
-    before = out.read_text()
+    before = out.read_text(encoding="utf-8")
     for existing in paths:
         other = tmp_path / "fresh.json"
         for p in output_paths(other):
@@ -54,9 +54,9 @@ def test_write_report_writes_three_files_and_refuses_to_replace_them(result, tmp
         existing_twin.write_text("old")
         with pytest.raises(VectorPoseError, match="already exists; pass --overwrite"):
             write_report(result, other)
-        assert existing_twin.read_text() == "old"
+        assert existing_twin.read_text(encoding="utf-8") == "old"
     write_report(result, out, overwrite=True)
-    assert out.read_text() == before
+    assert out.read_text(encoding="utf-8") == before
     assert not list(tmp_path.glob(".*.tmp"))
 
 

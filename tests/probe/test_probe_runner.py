@@ -30,7 +30,7 @@ def test_probe_rows_split_and_labels(tiny_run, synthetic_dataset, probe_cache, t
     # a compare run: the same model under another name, with another patch side in its metadata
     other = tmp_path / "other"
     shutil.copytree(tiny_run, other)
-    meta = json.loads((other / "model.json").read_text())
+    meta = json.loads((other / "model.json").read_text(encoding="utf-8"))
     meta["patch_size"] = meta["pretext"]["patch_size"] = 8
     (other / "model.json").write_text(json.dumps(meta))
 

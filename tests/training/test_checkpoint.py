@@ -58,7 +58,7 @@ def test_model_round_trip(tmp_path):
 )
 def test_metadata_is_validated(tmp_path, change, message):
     save_model(tmp_path, {"w": torch.zeros(1)}, META)
-    meta = json.loads((tmp_path / "model.json").read_text())
+    meta = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     change(meta)
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=message):

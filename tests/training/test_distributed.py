@@ -58,7 +58,7 @@ def torchrun(data: Path, out: Path, cache: Path, *extra: str) -> subprocess.Comp
 
 def first_batches(data: Path, out: Path, cache: Path, start: int) -> list[torch.Tensor]:
     """The input crops that ranks 0 and 1 of the run in ``out`` draw at step ``start + 1``, computed here."""
-    saved = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     config = PretrainConfig.from_json(saved["pretrain"])
     dataset = load_dataset(data)
     images_only = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases), dataset.modality)
@@ -86,9 +86,9 @@ def test_two_processes_write_one_checkpoint_from_different_crops(two_rank_run, s
     state, meta = load_model(out, task="pretext")
     assert meta["step"] == 4 and state
     assert load_resume_state(out / "resume.pt")["step"] == 4
-    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()] == [2, 4]
 
-    saved = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["world_size"] == 2
     expected = first_batches(synthetic_dataset, out, cache, start=0)
     assert not torch.equal(expected[0], expected[1])
@@ -105,8 +105,8 @@ def test_resume_under_torchrun_continues_each_stream(two_rank_run, synthetic_dat
     assert done.returncode == 0, done.stderr
     assert load_resume_state(out / "resume.pt")["step"] == 6
     assert load_model(out, task="pretext")[1]["step"] == 6
-    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
-    ranks = json.loads((out / "config.json").read_text())["ranks"]
+    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()] == [2, 4, 6]
+    ranks = json.loads((out / "config.json").read_text(encoding="utf-8"))["ranks"]
     expected = first_batches(synthetic_dataset, out, two_rank_run[1], start=4)
     assert [(r["first_step"], r["first_batch"]) for r in ranks] == [(5, batch_fingerprint(x)) for x in expected]
 
@@ -126,7 +126,7 @@ def worker_pid(parent: int, rank: int) -> int | None:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # the command name in parentheses may hold spaces: the parent pid is 2nd after it
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != parent:
+            if int(stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1]) != parent:
                 continue
             environ = (stat.parent / "environ").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
@@ -144,7 +144,7 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_step(synthetic_dataset, tmp
                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        while proc.poll() is None and time.monotonic() < deadline and not (metrics.is_file() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 3):
             time.sleep(0.05)
         pid = worker_pid(proc.pid, rank=1)
         assert pid is not None, "rank 1 not found"
@@ -156,7 +156,7 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_step(synthetic_dataset, tmp
     stopped = [int(s) for s in re.findall(r"stopped by .*? after step (\d+); its state is saved", err)]
     assert len(stopped) == 2 and stopped[0] == stopped[1], err
     assert load_resume_state(out / "resume.pt")["step"] == stopped[0] < 400
-    assert json.loads(metrics.read_text().splitlines()[-1])["step"] == stopped[0]
+    assert json.loads(metrics.read_text(encoding="utf-8").splitlines()[-1])["step"] == stopped[0]
 
 
 # --- the pieces, in this process -------------------------------------------------------------------

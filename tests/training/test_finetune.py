@@ -36,11 +36,11 @@ def test_finetune_from_scratch_writes_run(synthetic_dataset, cache_dir, tmp_path
     result = finetune(synthetic_dataset, out, FinetuneConfig(labelled=2, **FAST), cache_dir=cache_dir, progress=False)
     for name in ("model.safetensors", "model.json", "last.safetensors", "last.json", "split.json", "config.json", "resume.pt", "metrics.jsonl"):
         assert (out / name).is_file(), name
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all("val/dice" in r for r in rows)
     _, meta = load_model(out)
     assert meta["task"] == "segmentation" and meta["num_classes"] == 3 and meta["step"] == result.best_step
-    split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert len(split["labelled"]) == 2 and not set(split["labelled"]) & set(split["test"])
 
 
@@ -56,7 +56,7 @@ def test_finetune_from_pretrained_loads_encoder(synthetic_dataset, pretrained_ru
     for name, _ in result.transfer.matched:
         assert name.startswith(("backbone.encoder.", "backbone.bottleneck."))
         torch.testing.assert_close(state[name], pre[name], rtol=0, atol=1e-9)
-    assert json.loads((out / "transfer.json").read_text())["mode"] == "encoder"
+    assert json.loads((out / "transfer.json").read_text(encoding="utf-8"))["mode"] == "encoder"
     _, meta = load_model(out)
     assert meta["init"] == str(pretrained_run) and meta["preprocessing"]["modality"] == "MRI"
 
@@ -76,9 +76,9 @@ def test_evaluate_uses_recorded_test_split(synthetic_dataset, cache_dir, tmp_pat
     run = tmp_path / "ft"
     finetune(synthetic_dataset, run, FinetuneConfig(labelled=2, **FAST), cache_dir=cache_dir, progress=False)
     result = evaluate(run, synthetic_dataset, tmp_path / "m.json", cache_dir=cache_dir)
-    split = json.loads((run / "split.json").read_text())
+    split = json.loads((run / "split.json").read_text(encoding="utf-8"))
     assert [r["case_id"] for r in result["cases"]] == split["test"]
-    written = json.loads((tmp_path / "m.json").read_text())
+    written = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert written["mean_dice"] == pytest.approx(np.mean([d for r in result["cases"] for d in r["dice"].values()]))
     assert set(written["per_class"]) == {"left organ", "right organ"}
     with pytest.raises(VectorPoseError, match="already exists"):
@@ -96,7 +96,7 @@ def test_end_to_end_on_real_hippocampus(hippocampus, cache_dir, tmp_path):
     config = FinetuneConfig(steps=4, batch_size=2, labelled=4, val_every=4, log_every=2,
                             backbone=BackboneConfig(channels=(4, 8, 16, 32, 64), strides=(2, 2, 2, 2), num_res_units=1))
     result = finetune(hippocampus, run, config, cache_dir=cache_dir, progress=False)
-    assert json.loads((run / "config.json").read_text())["patch_size"] == [48, 64, 48]
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["patch_size"] == [48, 64, 48]
     assert len(result.split.test) == 42 and len(result.split.labelled) == 4
     metrics = evaluate(run, hippocampus, tmp_path / "metrics.json", cache_dir=cache_dir)
     assert metrics["num_cases"] == 42 and 0.0 <= metrics["mean_dice"] <= 1.0

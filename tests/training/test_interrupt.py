@@ -32,7 +32,7 @@ def cli(command: str, data: Path, out: Path, cache: Path, *extra: str) -> list[s
 
 def last_logged_step(out: Path) -> int:
     try:
-        lines = (out / "metrics.jsonl").read_text().splitlines()
+        lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         return json.loads(lines[-1])["step"] if lines else 0
     except (OSError, ValueError, KeyError):
         return 0

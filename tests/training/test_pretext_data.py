@@ -20,7 +20,7 @@ SIDE = 64  # 1 MiB of float32 per volume
 
 def anonymous_memory_mib() -> float:
     """Memory this process owns (not file pages it maps): ``RssAnon`` from ``/proc/self/status``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
     pytest.skip("/proc/self/status has no RssAnon on this system")

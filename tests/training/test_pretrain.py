@@ -24,7 +24,7 @@ def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path
     for name in ("model.safetensors", "model.json", "config.json", "metrics.jsonl", "resume.pt"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     expected_terms = {"vectorpose": {"vp", "rec", "boundary"}, "vp": {"vp"}, "bfr": {"rec", "boundary"}, "genesis": {"rec"}}[method]
     assert expected_terms <= set(rows[0]) and not ({"vp", "rec", "boundary"} - expected_terms) & set(rows[0])
@@ -47,7 +47,7 @@ def test_where_the_boundary_is_made_does_not_change_training(synthetic_dataset, 
         result = pretrain(synthetic_dataset, tmp_path / place, config, cache_dir=cache_dir, progress=False,
                           speed=SpeedOptions(boundary_in=place))
         weights[place] = result.network.state_dict()
-        assert json.loads((tmp_path / place / "config.json").read_text())["speed"]["boundary_in"] == place
+        assert json.loads((tmp_path / place / "config.json").read_text(encoding="utf-8"))["speed"]["boundary_in"] == place
     for name, value in weights["workers"].items():
         assert torch.equal(value, weights["device"][name]), name
 
@@ -55,7 +55,7 @@ def test_where_the_boundary_is_made_does_not_change_training(synthetic_dataset, 
 def test_losses_fall_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path):
     config = PretrainConfig(steps=60, lr=3e-3, **(TINY | {"log_every": 10, "batch_size": 4}))
     pretrain(synthetic_dataset, tmp_path / "run", config, cache_dir=cache_dir, progress=False)
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     first, last = rows[0], rows[-1]
     print({k: (round(first[k], 4), round(last[k], 4)) for k in ("vp", "rec", "boundary")})
     # every term falls; whether VP learns more than a constant is tested in test_vector_learning.py
@@ -72,7 +72,7 @@ def test_resume_continues_to_more_steps(synthetic_dataset, cache_dir, tmp_path):
         pretrain(synthetic_dataset, out, PretrainConfig(steps=4, lr=0.5, **TINY), cache_dir=cache_dir, resume=True, progress=False)
     pretrain(synthetic_dataset, out, PretrainConfig(steps=4, **TINY), cache_dir=cache_dir, resume=True, progress=False)
     assert load_resume_state(out / "resume.pt")["step"] == 4
-    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+    assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()] == [2, 4]
 
 
 def test_overwrite_replaces_and_resume_needs_state(synthetic_dataset, cache_dir, tmp_path):
@@ -81,7 +81,7 @@ def test_overwrite_replaces_and_resume_needs_state(synthetic_dataset, cache_dir,
     (out / "precious.txt").write_text("user results")
     with pytest.raises(VectorPoseError, match="already holds results"):
         pretrain(synthetic_dataset, out, PretrainConfig(steps=1, **TINY), cache_dir=cache_dir, progress=False)
-    assert (out / "precious.txt").read_text() == "user results"
+    assert (out / "precious.txt").read_text(encoding="utf-8") == "user results"
     with pytest.raises(VectorPoseError, match="nothing to resume"):
         pretrain(synthetic_dataset, out, PretrainConfig(steps=1, **TINY), cache_dir=cache_dir, resume=True, progress=False)
     pretrain(synthetic_dataset, out, PretrainConfig(steps=1, **TINY), cache_dir=cache_dir, overwrite=True, progress=False)

@@ -37,7 +37,7 @@ def weights(value: float) -> dict[str, torch.Tensor]:
 
 # name -> (write version k into folder, read back the version held in folder)
 WRITERS = {
-    "json": (lambda d, k: write_json(d / "a.json", {"version": k}), lambda d: __import__("json").loads((d / "a.json").read_text())["version"]),
+    "json": (lambda d, k: write_json(d / "a.json", {"version": k}), lambda d: __import__("json").loads((d / "a.json").read_text(encoding="utf-8"))["version"]),
     "safetensors": (lambda d, k: save_model(d, weights(k), {**META, "step": k}), lambda d: int(load_model(d)[0]["w"][0, 0])),
     "resume state": (lambda d, k: save_resume_state(d / "resume.pt", {"step": k, "w": weights(k)["w"]}),
                      lambda d: load_resume_state(d / "resume.pt")["step"]),
@@ -85,7 +85,7 @@ def test_failed_write_callback_leaves_nothing(tmp_path):
     (tmp_path / "a.txt").write_text("old")
     with pytest.raises(OutputError, match=r"a\.txt: cannot write \(No space left on device\)"):
         atomic_write(tmp_path / "a.txt", half_then_fail)
-    assert (tmp_path / "a.txt").read_text() == "old" and leftovers(tmp_path) == []
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "old" and leftovers(tmp_path) == []
 
 
 def test_sigkill_mid_write_leaves_old_file_and_a_temporary_that_is_cleared(tmp_path):

@@ -262,5 +262,5 @@ and intervals are Student-t 95 % intervals of the mean over seeds.
 """
     if notes:
         text += f"\n## Notes\n\n{notes.strip()}\n"
-    atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return results

@@ -130,7 +130,7 @@ def _without_placement(d: dict) -> dict:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -346,7 +346,7 @@ def _pretraining_info(path: Path, out: Path) -> dict:
     elapsed = None
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
         times = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
         elapsed = times[-1] if times else None
         last = rows[-1] if rows else {}

@@ -197,7 +197,7 @@ def profile_steps(stem: Path, device: torch.device, step, steps: int) -> None:
             step(i)
         _sync(device)
     table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=40)
-    atomic_write(stem.with_name(stem.name + ".ops.txt"), lambda tmp: tmp.write_text(table + "\n"))
+    atomic_write(stem.with_name(stem.name + ".ops.txt"), lambda tmp: tmp.write_text(table + "\n", encoding="utf-8"))
     atomic_write(stem.with_name(stem.name + ".trace.json"), lambda tmp: prof.export_chrome_trace(str(tmp)))
 
 

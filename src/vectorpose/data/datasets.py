@@ -76,7 +76,7 @@ def _case_id(path: Path) -> str:
 def _read_dataset_json(root: Path) -> dict:
     path = root / "dataset.json"
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"unreadable ({exc})") from None
     except json.JSONDecodeError as exc:

@@ -173,7 +173,7 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
         known = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}|{st.st_ctime_ns}".encode()).hexdigest()
         memo = cache_dir / "digests" / f"{known[:32]}.txt"
         if memo.is_file():
-            digest = memo.read_text().strip()
+            digest = memo.read_text(encoding="utf-8").strip()
             if len(digest) == 64:
                 return digest
         digest = file_digest(path)
@@ -181,7 +181,7 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
         raise DataError(path, "file not found") from None
     except OSError as exc:
         raise DataError(path, f"unreadable ({exc.strerror or exc})") from None
-    atomic_write(memo, lambda tmp: tmp.write_text(digest))
+    atomic_write(memo, lambda tmp: tmp.write_text(digest, encoding="utf-8"))
     return digest
 
 
@@ -210,7 +210,7 @@ def _cached_entry(cache_dir: Path, key: str) -> dict | None:
     if not (meta_path.is_file() and (cache_dir / f"{key}.npy").is_file()):
         return None
     try:
-        return json.loads(meta_path.read_text())
+        return json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
 

@@ -152,7 +152,7 @@ def data_files(path: Path) -> list[Path]:
     if suffix not in DETACHED_HEADERS:
         return [path]
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return [path]
     for line in lines:

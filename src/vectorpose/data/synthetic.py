@@ -212,7 +212,7 @@ def make_synthetic_dataset(
             ],
             "test": [],
         }
-        (tmp / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
         # Only now, with the new dataset complete, is the old one removed.
         if out_dir.is_dir():

@@ -25,7 +25,7 @@ def recorded_split(model: str | Path) -> Split:
     if not path.is_file():
         raise VectorPoseError(f"{path}: no recorded split beside the model; evaluate with --all on an external dataset")
     try:
-        return Split.from_json(json.loads(path.read_text()))
+        return Split.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise VectorPoseError(f"{path}: malformed split file ({exc})") from None
 

@@ -133,7 +133,7 @@ def load_model(path: str | Path, task: str | None = None, hint: str = "") -> tup
         if not p.is_file():
             raise CheckpointError(f"{p}: model file not found")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable model metadata ({exc})") from None
     validate_metadata(meta, meta_path)

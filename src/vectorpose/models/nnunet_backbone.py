@@ -203,7 +203,7 @@ class NnUNetBackboneConfig:
         """Read configuration ``configuration`` of an nnU-Net v2 plans file (``nnUNetPlans.json``)."""
         path = Path(plans_file)
         try:
-            plans = json.loads(path.read_text())
+            plans = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise PlansError(f"{path}: plans file not found") from None
         except (OSError, UnicodeDecodeError) as exc:

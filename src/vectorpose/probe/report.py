@@ -134,7 +134,7 @@ def write_report(result: ProbeResult, out: str | Path, overwrite: bool = False) 
     text = json.dumps(result.to_json(), indent=2) + "\n"
     table = markdown(result)
     png = plot_png(result)
-    atomic_write(json_path, lambda tmp: tmp.write_text(text))
-    atomic_write(md_path, lambda tmp: tmp.write_text(table))
+    atomic_write(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(md_path, lambda tmp: tmp.write_text(table, encoding="utf-8"))
     atomic_write(png_path, lambda tmp: tmp.write_bytes(png))
     return json_path, md_path, png_path

@@ -36,7 +36,7 @@ def step_loader(dataset, batch_size: int, start: int, steps: int, seed: int, wor
 def resume_conflicts(out: Path, section: str, config) -> tuple[dict, list[str]]:
     """For ``--resume``: the saved ``config.json`` of ``out`` and the settings of its ``section`` in which
     ``config`` (a config dataclass with ``to_json`` / ``from_json``) differs; ``steps`` may grow."""
-    saved_run = json.loads((out / CONFIG_FILE).read_text())
+    saved_run = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
     saved = type(config).from_json(saved_run[section])
     if replace(saved, steps=config.steps) == config:
         return saved_run, []
@@ -93,10 +93,10 @@ class MetricsLog:
 
         self.path = run_dir / METRICS_FILE
         if start_step > 0 and self.path.is_file():
-            rows = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= start_step]
-            atomic_write(self.path, lambda tmp: tmp.write_text("".join(r + "\n" for r in rows)))
+            rows = [l for l in self.path.read_text(encoding="utf-8").splitlines() if l.strip() and json.loads(l)["step"] <= start_step]
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(r + "\n" for r in rows), encoding="utf-8"))
         try:
-            self.file = open(self.path, "a")
+            self.file = open(self.path, "a", encoding="utf-8")
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         except OSError as exc:
             raise OutputError(Path(exc.filename or self.path), exc.strerror or str(exc)) from None

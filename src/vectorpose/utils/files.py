@@ -91,7 +91,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def write_json(path: str | Path, obj: object) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def remove_stale_temporaries(folder: str | Path, older_than_s: float = 0.0) -> list[Path]:
