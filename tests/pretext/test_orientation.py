@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from vectorpose.pretext.orientation import IDENTITY, Orientation, flip_orientation, rot90_orientation, sample_orientation
+from vectorpose.pretext.orientation import (
+    FACE_TURNS, IDENTITY, Orientation, flip_orientation, rot90_orientation, sample_orientation,
+)
 
 ARRAY = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # a channel axis, then X, Y, Z of distinct sizes
 
@@ -53,10 +56,33 @@ def test_vectors_move_like_the_image(o):
     np.testing.assert_array_equal(o.apply_to_vectors((b - a).astype(float)), b2 - a2)
 
 
-def test_sampling_reaches_all_48_symmetries():
+def _is_rotation(o: Orientation) -> bool:
+    return np.linalg.det(o.matrix) > 0
+
+
+def test_spin_then_face_names_each_rotation_once():
+    # every rotation of the cube, found independently as the signed permutation matrices of det +1
+    all_rotations = {
+        Orientation(perm, flip)
+        for perm in itertools.permutations(range(3))
+        for flip in itertools.product((False, True), repeat=3)
+        if _is_rotation(Orientation(perm, flip))
+    }
+    assert len(all_rotations) == 24
+    drawn = [rot90_orientation(spin, (1, 2)).then(rot90_orientation(turns, plane))
+             for spin in range(4) for turns, plane in FACE_TURNS]
+    assert len(drawn) == 24 and set(drawn) == all_rotations
+
+
+def test_sampling_is_uniform_over_the_48_symmetries():
     rng = np.random.default_rng(0)
-    assert len({sample_orientation(rng) for _ in range(3000)}) == 48
+    n = 48_000
+    counts = collections.Counter(sample_orientation(rng) for _ in range(n))
+    assert len(counts) == 48
+    # each count is Binomial(n, 1/48): mean 1000, sd 31; 5 sd either side
+    assert all(845 < c < 1155 for c in counts.values()), sorted(counts.values())
     assert sample_orientation(rng, flip_prob=0.0, rotate=False) == IDENTITY
+    assert all(_is_rotation(sample_orientation(rng, flip_prob=0.0)) for _ in range(200))
 
 
 @pytest.mark.parametrize("bad", [dict(perm=(0, 0, 1)), dict(perm=(0, 1, 3)), dict(flip=(True,))])

@@ -18,7 +18,7 @@ from ..data.boxes import crop_box
 from ..pretext.boundary import EDGE_GAIN, EDGE_THRESHOLD, MEDIAN_SIZE
 from ..pretext.corruption import corrupt
 from ..pretext.crop_geometry import sample_crop_geometry
-from ..pretext.orientation import IDENTITY, flip_orientation, rot90_orientation
+from ..pretext.orientation import FACE_TURNS, IDENTITY, flip_orientation, rot90_orientation
 from ..pretext.sample import PretextConfig
 from ..pretext.vectors import vector_targets
 
@@ -41,7 +41,7 @@ def reference_sample(volume: np.ndarray, intensity_range: tuple[float, float], r
     geometry = sample_crop_geometry(volume.shape, config.patch_size, rng, config.scale_range)
     # the draws of sample_orientation, kept as operations to apply one by one
     flips = [axis for axis in range(3) if rng.random() < config.flip_prob]
-    turns = [(int(rng.integers(4)), plane) for plane in ((0, 1), (0, 2), (1, 2))] if config.rotate else []
+    turns = [(int(rng.integers(4)), (1, 2)), FACE_TURNS[int(rng.integers(len(FACE_TURNS)))]] if config.rotate else []
     crop = crop_box(volume, geometry.lo, (geometry.side,) * 3, vmin, np.float32)
     if geometry.side != geometry.patch_size:
         crop = ndimage.zoom(crop, geometry.patch_size / geometry.side, order=1, mode="nearest", grid_mode=True)

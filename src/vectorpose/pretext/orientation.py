@@ -102,11 +102,19 @@ def rot90_orientation(k: int, axes: tuple[int, int]) -> Orientation:
     return out
 
 
-def sample_orientation(rng: np.random.Generator, flip_prob: float = 0.5, rotate: bool = True) -> Orientation:
-    """Flip each axis with ``flip_prob``, then rotate by a uniform number of quarter turns about each axis.
+# One quarter-turn rotation (turns, plane) per face of the cube that axis 0 can be turned onto.
+FACE_TURNS: tuple[tuple[int, tuple[int, int]], ...] = (
+    (0, (0, 1)), (1, (0, 1)), (2, (0, 1)), (3, (0, 1)), (1, (0, 2)), (3, (0, 2)),
+)
 
-    The paper's code rotates by 90° or 270°; drawing 0–3 quarter turns per axis is our choice, so
-    that every one of the cube's 48 symmetries (with the flips) can occur.
+
+def sample_orientation(rng: np.random.Generator, flip_prob: float = 0.5, rotate: bool = True) -> Orientation:
+    """Flip each axis with ``flip_prob``, then apply one of the cube's 24 rotations, drawn uniformly.
+
+    A rotation is a spin of ``0..3`` quarter turns about axis 0 followed by one of the 6
+    :data:`FACE_TURNS`; each rotation has exactly one such form, so each is drawn with probability
+    1/24, and with ``flip_prob`` 0.5 each of the 48 symmetries with probability 1/48. The paper's code
+    rotates by 90° or 270° only; using every symmetry is our choice.
     """
     if not 0.0 <= flip_prob <= 1.0:
         raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
@@ -115,6 +123,7 @@ def sample_orientation(rng: np.random.Generator, flip_prob: float = 0.5, rotate:
         if rng.random() < flip_prob:
             out = out.then(flip_orientation(axis))
     if rotate:
-        for plane in ((0, 1), (0, 2), (1, 2)):
-            out = out.then(rot90_orientation(int(rng.integers(4)), plane))
+        spin = int(rng.integers(4))
+        turns, plane = FACE_TURNS[int(rng.integers(len(FACE_TURNS)))]
+        out = out.then(rot90_orientation(spin, (1, 2))).then(rot90_orientation(turns, plane))
     return out
