@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
+from .cli_settings import Settings, config_file_option, config_options, given
 from .errors import DatasetError, TrainingStopped, VectorPoseError
+from .models.backbone import BackboneConfig
+from .training.finetune import FinetuneConfig
+from .training.pretrain import PretrainConfig
 
 if TYPE_CHECKING:
     from .training.speed import SpeedOptions
@@ -71,6 +75,7 @@ def cli(debug: bool) -> None:
 @click.option("--cases", default=20, show_default=True, help="Number of synthetic cases.")
 @click.option("--seed", default=0, show_default=True, help="Generator seed.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it already holds files.")
+@config_file_option
 def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
     """Write the built-in synthetic dataset (MSD layout) to OUT."""
     from .data.synthetic import make_synthetic_dataset
@@ -82,28 +87,18 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
-@click.option("--method", default="vectorpose", show_default=True, help="Pretext method: vectorpose, vp, bfr or genesis.")
-@click.option("--steps", default=2000, show_default=True, help="Optimisation steps.")
-@click.option("--patch", default=32, show_default=True, help="Patch side P (crops are resized to P^3).")
-@click.option("--batch", default=4, show_default=True, help="Crops per step (per process under torchrun).")
-@click.option("--lr", default=1e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
-@click.option("--seed", default=0, show_default=True, help="Seed of weights and of the crop stream.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@config_options(PretrainConfig, section="pretrain")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
-@click.option("--channels", default="16,32,64,128,256", show_default=True, help="Backbone channels per level.")
+@click.option("--channels", default=",".join(map(str, BackboneConfig().channels)), show_default=True, help="Backbone channels per level.")
 @click.option("--backbone", type=click.Choice(["unet", "nnunet"]), default="unet", show_default=True,
               help="unet (VectorPOSE's own) or nnunet: the network of an nnU-Net v2 plans file (--plans).")
 @click.option("--plans", type=click.Path(path_type=Path, dir_okay=False), default=None, help="nnU-Net v2 plans file (nnUNetPlans.json).")
 @click.option("--configuration", default="3d_fullres", show_default=True, help="Configuration of --plans.")
-@click.option("--scale-range", default="0.5,1.5", show_default=True, help="Crop scale range s_min,s_max.")
 @click.option("--vp-weight", type=float, default=None, help="Weight of the vector loss.")
 @click.option("--rec-weight", type=float, default=None, help="Weight of the reconstruction loss.")
 @click.option("--boundary-weight", type=float, default=None, help="Weight of the boundary loss.")
-@click.option("--log-every", default=10, show_default=True, help="Steps between log rows.")
-@click.option("--checkpoint-every", default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder [$VECTORPOSE_CACHE or ~/.cache/vectorpose].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
@@ -112,30 +107,28 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
               help="Torch threads of this process [on the CPU with --workers: the cores the workers leave free].")
 @_speed_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: int, lr: float, seed: int, device: str, workers: int,
-             modality: str | None, channels: str, backbone: str, plans: Path | None, configuration: str, scale_range: str, vp_weight: float | None, rec_weight: float | None,
-             boundary_weight: float | None, log_every: int, checkpoint_every: int, cache: Path | None, resume: bool,
-             overwrite: bool, skip_bad: bool, threads: int | None, speed: SpeedOptions, quiet: bool) -> None:
+def pretrain(data: Path | None, out: Path, settings: Settings, modality: str | None, channels: str, backbone: str, plans: Path | None,
+             configuration: str, vp_weight: float | None, rec_weight: float | None, boundary_weight: float | None, cache: Path | None,
+             resume: bool, overwrite: bool, skip_bad: bool, threads: int | None, speed: SpeedOptions, quiet: bool) -> None:
     """Pretrain a 3D U-Net on the scans in DATA (an MSD folder, or any folder of NIfTI, NRRD or MetaImage files and DICOM series).
 
     Several processes or GPUs: start it with torchrun (torchrun --standalone --nproc_per_node=N -m
     vectorpose.cli pretrain ...); rank 0 writes the run folder.
     """
     from .devices import set_torch_threads
-    from .models.backbone import BackboneConfig
-    from .pretext.sample import PretextConfig
-    from .training.pretrain import PretrainConfig, pretrain as run_pretrain
+    from .training.pretrain import pretrain as run_pretrain
 
+    data = _required_data(data)
+    overrides = {}
     weights = {k: v for k, v in (("vp", vp_weight), ("rec", rec_weight), ("boundary", boundary_weight)) if v is not None}
-    network = _nnunet_backbone(backbone, plans, configuration, patch)
+    if weights:
+        overrides["loss_weights"] = weights
+    if given("channels") or given("backbone") or given("plans"):
+        patch = settings.given.get(("pretext", "patch_size"), settings.build().pretext.patch_size)
+        overrides["backbone"] = _nnunet_backbone(backbone, plans, configuration, patch) or BackboneConfig(channels=_ints(channels))
+    config = settings.build(**overrides)
     try:
-        set_torch_threads(threads, workers, device)
-        config = PretrainConfig(
-            method=method, steps=steps, batch_size=batch, lr=lr, seed=seed, device=device, workers=workers,
-            log_every=log_every, checkpoint_every=checkpoint_every, loss_weights=weights or None,
-            backbone=network or BackboneConfig(channels=_ints(channels)),
-            pretext=PretextConfig(patch_size=patch, scale_range=_floats(scale_range, 2)),  # type: ignore[arg-type]
-        )
+        set_torch_threads(threads, config.workers, config.device)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     result = run_pretrain(data, out, config, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
@@ -143,6 +136,12 @@ def pretrain(data: Path, out: Path, method: str, steps: int, patch: int, batch: 
     final = ", ".join(f"{k} {result.last_metrics[k]:.4f}" for k in ("total", "vp", "rec", "boundary") if k in result.last_metrics)
     if result.rank == 0:  # under torchrun, rank 0 speaks for the run
         click.echo(f"pretrained model written to {result.model_path} ({final})")
+
+
+def _required_data(data: Path | None) -> Path:
+    if data is None:
+        raise click.UsageError("Missing argument 'DATA' (give it, or a --config file that names its \"data\").")
+    return data
 
 
 def _nnunet_backbone(backbone: str, plans: Path | None, configuration: str, patch: int):
@@ -168,6 +167,7 @@ def _nnunet_backbone(backbone: str, plans: Path | None, configuration: str, patc
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--to", "target", type=click.Choice(["nnunet"]), required=True, help="Format to write: nnunet (-pretrained_weights file).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@config_file_option
 def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
     """Write the pretrained weights of RUN for another framework: --to nnunet OUT.pth for
     nnUNetv2_train DATASET CONFIG FOLD -pretrained_weights OUT.pth (RUN pretrained with --backbone nnunet)."""
@@ -181,52 +181,30 @@ def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Pretraining run folder or model file (absent: from scratch).")
-@click.option("--transfer", type=click.Choice(["encoder", "all"]), default="encoder", show_default=True,
-              help="What --init loads: encoder (+ bottleneck), or all (encoder and decoder).")
-@click.option("--label-fraction", type=float, default=None, help="Share of the training pool that is labelled [1.0].")
-@click.option("--labeled", "--labelled", "labelled", type=int, default=None, help="Number of labelled training cases (instead of a fraction).")
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the test / validation split (keep it fixed across a study).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the labelled subset, the weights and the patch stream.")
-@click.option("--steps", default=1000, show_default=True, help="Optimisation steps.")
+@config_options(FinetuneConfig, section="finetune")
 @click.option("--patch", default="auto", show_default=True, help="Patch size X,Y,Z (or one number, or auto).")
-@click.option("--batch", default=4, show_default=True, help="Patches per step.")
-@click.option("--lr", default=2e-3, show_default=True, help="AdamW learning rate (cosine schedule).")
-@click.option("--pretrained-lr-scale", default=1.0, show_default=True, help="Learning-rate factor of the transferred layers.")
-@click.option("--freeze-steps", default=0, show_default=True, help="First steps, during which the transferred layers stay frozen.")
 @click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
-@click.option("--val-every", default=100, show_default=True, help="Steps between validation rounds.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_fraction: float | None, labelled: int | None, split_seed: int,
-             seed: int, steps: int, patch: str, batch: int, lr: float, pretrained_lr_scale: float, freeze_steps: int, channels: str | None,
-             val_every: int, device: str, workers: int, modality: str | None, cache: Path | None, resume: bool, overwrite: bool,
-             quiet: bool) -> None:
+def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings, patch: str, channels: str | None, modality: str | None,
+             cache: Path | None, resume: bool, overwrite: bool, quiet: bool) -> None:
     """Fine-tune a segmentation network on the labelled cases of DATA (an MSD folder)."""
-    from .models.backbone import BackboneConfig
-    from .training.finetune import FinetuneConfig, finetune as run_finetune
+    from .training.finetune import finetune as run_finetune
 
-    patch_size = None
-    if patch != "auto":
-        sizes = _ints(patch)
-        patch_size = sizes * 3 if len(sizes) == 1 else sizes
-    try:
-        config = FinetuneConfig(
-            steps=steps, batch_size=batch, lr=lr, seed=seed, split_seed=split_seed, label_fraction=label_fraction, labelled=labelled,
-            patch_size=patch_size,  # type: ignore[arg-type]
-            backbone=None if channels is None else BackboneConfig(channels=_ints(channels)), transfer=transfer,
-            pretrained_lr_scale=pretrained_lr_scale, freeze_steps=freeze_steps,
-            val_every=val_every, device=device, workers=workers,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    data = _required_data(data)
+    overrides = {}
+    if given("patch"):
+        sizes = None if patch == "auto" else _ints(patch)
+        overrides["patch_size"] = None if sizes is None else (sizes * 3 if len(sizes) == 1 else sizes)
+    if given("channels"):
+        overrides["backbone"] = BackboneConfig(channels=_ints(channels))
+    config = settings.build(**overrides)
     result = run_finetune(data, out, config, init=init, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           progress=not quiet)
     click.echo(f"fine-tuned on {len(result.split.labelled)} labelled cases; best validation Dice {result.best_dice:.4f} at step "
@@ -241,6 +219,7 @@ def finetune(data: Path, out: Path, init: Path | None, transfer: str, label_frac
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@config_file_option
 def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool) -> None:
     """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference)."""
     from .inference.evaluate import evaluate as run_evaluate, format_table
@@ -257,6 +236,7 @@ def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device:
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace existing label maps.")
+@config_file_option
 def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool) -> None:
     """Segment INPUT (a NIfTI, NRRD or MetaImage file, a folder of them, or a DICOM series folder) into OUTPUT label maps.
 
@@ -288,6 +268,7 @@ def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool
 @click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@config_file_option
 def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, pretrain_steps: int, finetune_steps: int, val_every: int,
               split_seed: int, transfer: str, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None, device: str,
               workers: int, cache: Path | None, quiet: bool) -> None:
@@ -343,6 +324,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
 @click.option("--overwrite", is_flag=True, help="Replace --out (and --profile) if it exists.")
 @click.option("--profile", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for torch.profiler traces and op tables of (a) and (b), taken after the timed runs.")
+@config_file_option
 def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: int, workers: int, threads: int | None, device: str,
           channels: str, speed: SpeedOptions, reference_samples: int, modality: str | None,
           cache: Path | None, out: Path | None, overwrite: bool, profile: Path | None) -> None:
@@ -385,6 +367,7 @@ def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: i
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder [$VECTORPOSE_CACHE or ~/.cache/vectorpose].")
 @click.option("--overwrite", is_flag=True, help="Replace --out (and its .md and .png) if they exist.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@config_file_option
 def probe(run: Path, data: Path, out: Path, compare: tuple[Path, ...], crops: int, fit_share: float, max_cases: int | None, seed: int,
           device: str, modality: str | None, cache: Path | None, overwrite: bool, quiet: bool) -> None:
     """Measure what the frozen encoder of RUN knows about a crop's position, scale and orientation.
@@ -412,6 +395,7 @@ def probe(run: Path, data: Path, out: Path, compare: tuple[Path, ...], crops: in
 @click.option("--finetune-steps", default=200, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds an earlier demo.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@config_file_option
 def demo(out: Path, pretrain_steps: int, finetune_steps: int, overwrite: bool, quiet: bool) -> None:
     """The main job on built-in synthetic data: pretrain, fine-tune every method on few labels, compare."""
     from .demo import run_demo

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..settings import setting
 from .corruption import CorruptionConfig, corrupt
 from .crop_geometry import CropGeometry, extract_crop, sample_crop_geometry
 from .orientation import Orientation, sample_orientation
@@ -25,10 +26,10 @@ from .vectors import vector_targets
 class PretextConfig:
     """Sampling and augmentation settings of the pretext tasks."""
 
-    patch_size: int = 32
-    scale_range: tuple[float, float] = (0.5, 1.5)
-    flip_prob: float = 0.5
-    rotate: bool = True
+    patch_size: int = setting(32, "Patch side P (crops are resized to P^3).", flag="patch")
+    scale_range: tuple[float, float] = setting((0.5, 1.5), "Crop scale range s_min,s_max.")
+    flip_prob: float = setting(0.5, "Probability of flipping each axis of a crop.")
+    rotate: bool = setting(True, "Turn each crop by one of the cube's 24 rotations.")
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
 
     def __post_init__(self):

@@ -41,6 +41,7 @@ from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
 from ..models.files import load_model, save_model
 from ..models.segmentation_network import SegmentationNetwork
+from ..settings import setting
 from ..utils.files import write_json
 from .distributed import DistributedContext
 from .loop import LoopConfig, TrainingLoop, TrainingTask
@@ -65,27 +66,28 @@ class FinetuneConfig:
     frozen.
     """
 
-    steps: int = 1000
-    batch_size: int = 4
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    split_seed: int = 0
-    label_fraction: float | None = None
-    labelled: int | None = None
-    test_fraction: float = 0.2
-    validation_fraction: float = 0.1
+    steps: int = setting(1000, "Optimisation steps.")
+    batch_size: int = setting(4, "Patches per step.", flag="batch")
+    lr: float = setting(2e-3, "AdamW learning rate (cosine schedule).")
+    weight_decay: float = setting(1e-4, "AdamW weight decay.")
+    seed: int = setting(0, "Seed of the labelled subset, the weights and the patch stream.")
+    split_seed: int = setting(0, "Seed of the test / validation split (keep it fixed across a study).")
+    label_fraction: float | None = setting(None, "Share of the training pool that is labelled [1.0].", excludes="labelled")
+    labelled: int | None = setting(None, "Number of labelled training cases (instead of a fraction).", flag=("labeled", "labelled"),
+                                   excludes="label_fraction")
+    test_fraction: float = setting(0.2, "Share of the cases held out as the test split.")
+    validation_fraction: float = setting(0.1, "Share of the cases held out for validation.")
     patch_size: tuple[int, int, int] | None = None
     backbone: BackboneConfig | None = None
-    transfer: str = "encoder"
-    pretrained_lr_scale: float = 1.0
-    freeze_steps: int = 0
-    foreground_prob: float = 0.33
+    transfer: str = setting("encoder", "What --init loads: encoder (+ bottleneck), or all (encoder and decoder).", choices=TRANSFER_MODES)
+    pretrained_lr_scale: float = setting(1.0, "Learning-rate factor of the transferred layers.")
+    freeze_steps: int = setting(0, "First steps, during which the transferred layers stay frozen.")
+    foreground_prob: float = setting(0.33, "Share of patches centred on a labelled voxel.")
     flip_axes: tuple[int, ...] = (0,)
-    val_every: int = 100
-    log_every: int = 10
-    device: str = "auto"
-    workers: int = 0
+    val_every: int = setting(100, "Steps between validation rounds.")
+    log_every: int = setting(10, "Steps between log rows.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(0, "DataLoader worker processes.")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "val_every", "log_every"):

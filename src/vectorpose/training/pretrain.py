@@ -25,6 +25,7 @@ from ..models.backbone import BackboneConfig
 from ..models.backbones import AnyBackboneConfig, backbone_from_json
 from ..models.pretext_network import PretextNetwork
 from ..pretext.sample import PretextConfig
+from ..settings import setting, settings_group
 from ..models.files import MODEL_FILE, load_model, load_weights, save_model
 from ..utils.files import write_json
 from .distributed import DistributedContext, gather_objects, in_turn, init_distributed
@@ -39,19 +40,19 @@ from .speed import SpeedOptions
 class PretrainConfig:
     """Every setting of a pretraining run; saved as ``config.json`` in the run folder."""
 
-    method: str = "vectorpose"
-    steps: int = 2000
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 250
+    method: str = setting("vectorpose", "Pretext method: vectorpose, vp, bfr or genesis.")
+    steps: int = setting(2000, "Optimisation steps.")
+    batch_size: int = setting(4, "Crops per step (per process under torchrun).", flag="batch")
+    lr: float = setting(1e-3, "AdamW learning rate (cosine schedule).")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    seed: int = setting(0, "Seed of weights and of the crop stream.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(0, "DataLoader worker processes.")
+    log_every: int = setting(10, "Steps between log rows.")
+    checkpoint_every: int = setting(250, "Steps between checkpoints.")
     loss_weights: dict[str, float] | None = None
     backbone: AnyBackboneConfig = field(default_factory=BackboneConfig)
-    pretext: PretextConfig = field(default_factory=PretextConfig)
+    pretext: PretextConfig = settings_group(PretextConfig)
 
     def __post_init__(self):
         if not get_method(self.method).pretrains:

@@ -1,0 +1,256 @@
+"""Command-line options made from configuration dataclasses, and ``--config FILE``.
+
+Every field declared with :func:`vectorpose.settings.setting` becomes one ``click`` option whose
+default is the field's default. A command decorated with :func:`config_options` receives a
+``config`` argument: the dataclass built from, in order of precedence,
+
+1. the flags given on the command line,
+2. the ``--config`` file: a JSON object whose ``section`` key (e.g. ``"pretrain"`` in a pretraining
+   run's ``config.json``) holds settings, or which holds them at its top level,
+3. the dataclass defaults.
+
+The file's other top-level keys fill the command's parameters of the same name that the command line
+leaves out (``data``, ``init``, ``modality``, ...), so a run's own ``config.json`` reruns it. Keys of
+the settings that the dataclass does not have are refused, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from .errors import VectorPoseError
+
+# parameters a file never fills: where results go and whether earlier ones may be replaced
+NEVER_FROM_FILE = frozenset({"out", "overwrite", "resume", "config_file"})
+GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingOption:
+    """One option made from a field: ``path`` names the field through nested settings groups."""
+
+    path: tuple[str, ...]
+    param: str
+    flags: tuple[str, ...]
+    kind: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    excludes: str | None
+
+
+def setting_options(cls: type) -> list[SettingOption]:
+    """The options of ``cls``, nested settings groups (``metadata["group"]``) included."""
+    return list(_walk(cls, ()))
+
+
+def _walk(cls: type, prefix: tuple[str, ...]):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("group"):
+            yield from _walk(hints[f.name], prefix + (f.name,))
+            continue
+        if not f.metadata.get("help"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        flag = f.metadata.get("flag") or f.name.replace("_", "-")
+        flags = (flag,) if isinstance(flag, str) else tuple(flag)
+        path = prefix + (f.name,)
+        yield SettingOption(path, "__".join(path), tuple(f"--{n}" for n in flags), _kind(hints[f.name]), default, f.metadata["help"],
+                            f.metadata.get("choices"), f.metadata.get("excludes"))
+
+
+def _kind(hint: Any) -> Any:
+    """``int``, ``float``, ``str``, ``bool`` or ``("tuple", element, length or None)``, from a field's type (``None`` allowed)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _kind(args[0])
+    if typing.get_origin(hint) is tuple:
+        return ("tuple", args[0], None if Ellipsis in args else len(args))
+    if hint in (int, float, str, bool):
+        return hint
+    raise TypeError(f"no command-line form for a setting of type {hint!r}")
+
+
+def _comma_list(kind: Any, default: Any):
+    _, element, length = kind
+
+    def parse(ctx, param, value):
+        if value is None or isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(element(v.strip()) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {element.__name__} values, got {value!r}") from None
+        if length is not None and len(values) != length:
+            raise click.BadParameter(f"expected {length} comma-separated values, got {value!r}")
+        return values
+
+    shown = ",".join(str(v) for v in default) if default is not None else None
+    return parse, shown
+
+
+def _click_option(option: SettingOption):
+    common = dict(help=option.help)
+    if option.kind is bool:
+        names = tuple(f"{f}/--no-{f[2:]}" for f in option.flags[:1]) + option.flags[1:]
+        return click.option(*names, option.param, default=option.default, show_default=True, **common)
+    if isinstance(option.kind, tuple):
+        callback, shown = _comma_list(option.kind, option.default)
+        return click.option(*option.flags, option.param, type=str, default=shown, callback=callback, show_default=True, **common)
+    kind = click.Choice(option.choices) if option.choices else option.kind
+    return click.option(*option.flags, option.param, type=kind, default=option.default, show_default=option.default is not None, **common)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFile:
+    """A ``--config`` file as read."""
+
+    path: Path
+    content: dict
+
+
+def _config_callback(settings_names: frozenset[str] = frozenset()):
+    """Eager callback of ``--config``: read the file and let its top-level keys fill the command's parameters
+    (keys named ``settings_names`` are the command's settings, read by :class:`Settings` instead)."""
+    return functools.partial(_read_config_file, settings_names=settings_names)
+
+
+def _read_config_file(ctx: click.Context, param: click.Parameter, value: Path | None, settings_names: frozenset[str]) -> ConfigFile | None:
+    if value is None:
+        return None
+    try:
+        content = json.loads(Path(value).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VectorPoseError(f"{value}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VectorPoseError(f"{value}: cannot read the configuration file ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise VectorPoseError(f"{value}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(content, dict):
+        raise VectorPoseError(f"{value}: a configuration file holds a JSON object, got {type(content).__name__}")
+    params = {p.name: p for p in ctx.command.params if p.name not in NEVER_FROM_FILE | settings_names}
+    filled = {}
+    for key, entry in content.items():
+        if key in params and entry is not None:
+            # a list for a comma-separated option (--methods, --fractions) is written as on the command line
+            many = getattr(params[key], "multiple", False) or params[key].nargs != 1
+            filled[key] = ",".join(map(str, entry)) if isinstance(entry, list) and not many else entry
+    ctx.default_map = {**(ctx.default_map or {}), **filled}
+    return ConfigFile(Path(value), content)
+
+
+CONFIG_HELP = "JSON file of settings (a run's config.json reruns the run); flags given beside it override it."
+
+
+def config_file_option(command):
+    """``--config FILE`` alone, for commands without a configuration dataclass: it fills their parameters."""
+    return click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None, is_eager=True,
+                        expose_value=False, callback=_config_callback(), help=CONFIG_HELP)(command)
+
+
+def given(name: str) -> bool:
+    """Whether the parameter ``name`` of the running command was given on the command line (or by environment)."""
+    return click.get_current_context().get_parameter_source(name) in GIVEN
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a command decorated with :func:`config_options` receives; :meth:`build` makes the dataclass."""
+
+    cls: type
+    file: ConfigFile | None
+    section: str
+    given: dict[tuple[str, ...], Any]
+
+    def build(self, **overrides: Any) -> Any:
+        """The configuration: defaults, then the file, then ``overrides`` (the command's own options for
+        fields without a generated option; pass only what was given), then the generated flags given."""
+        config = self.cls()
+        if self.file is not None:
+            section = self.file.content.get(self.section, self.file.content)
+            if not isinstance(section, dict):
+                raise VectorPoseError(f"{self.file.path}: {self.section!r} must be a JSON object")
+            merged = _merge(config.to_json(), section, self.file.path, (), _group_names(self.cls))
+            for f in dataclasses.fields(self.cls):
+                excluded = f.metadata.get("excludes")
+                if excluded and section.get(f.name) is not None and excluded not in section:
+                    merged[excluded] = None
+            try:
+                config = self.cls.from_json(merged)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise VectorPoseError(f"{self.file.path}: invalid settings ({exc})") from None
+        try:
+            for name, value in overrides.items():
+                config = _replace(config, (name,), value)
+            for path, value in self.given.items():
+                config = _replace(config, path, value)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return config
+
+
+def _group_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("group")}
+
+
+def _merge(defaults: dict, values: dict, path: Path, where: tuple[str, ...], deep: set[str] | None = None) -> dict:
+    """``defaults`` with ``values`` over them; a key that ``defaults`` lacks is an error.
+
+    Settings groups (``deep``; everything below the top level) merge key by key; any other object
+    (a backbone, loss weights) is taken whole.
+    """
+    out = dict(defaults)
+    for key, value in values.items():
+        if key not in defaults:
+            name = ".".join(where + (key,))
+            raise VectorPoseError(f"{path}: unknown setting {name!r}")
+        if isinstance(value, dict) and isinstance(defaults[key], dict) and (deep is None or key in deep):
+            out[key] = _merge(defaults[key], value, path, where + (key,))
+        else:
+            out[key] = value
+    return out
+
+
+def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
+    """``config`` with the field at ``path`` set to ``value`` (and a field it ``excludes`` reset to ``None``)."""
+    name = path[0]
+    if len(path) > 1:
+        return dataclasses.replace(config, **{name: _replace(getattr(config, name), path[1:], value)})
+    changes = {name: value}
+    excluded = next(f.metadata.get("excludes") for f in dataclasses.fields(config) if f.name == name)
+    if excluded and value is not None:
+        changes[excluded] = None
+    return dataclasses.replace(config, **changes)
+
+
+def config_options(cls: type, section: str):
+    """Add ``--config`` and an option per setting of ``cls``; the command receives ``settings`` (:class:`Settings`)."""
+    options = setting_options(cls)
+
+    def decorate(command):
+        @functools.wraps(command)
+        def with_settings(*args, config_file: ConfigFile | None, **kwargs):
+            ctx = click.get_current_context()
+            chosen = {}
+            for option in options:
+                value = kwargs.pop(option.param)
+                if ctx.get_parameter_source(option.param) in GIVEN:
+                    chosen[option.path] = value
+            return command(*args, settings=Settings(cls, config_file, section, chosen), **kwargs)
+
+        for option in reversed(options):
+            with_settings = _click_option(option)(with_settings)
+        return click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None, is_eager=True,
+                            callback=_config_callback(frozenset(f.name for f in dataclasses.fields(cls))), help=CONFIG_HELP)(with_settings)
+
+    return decorate
