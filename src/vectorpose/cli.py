@@ -209,6 +209,10 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
                           progress=not quiet)
     click.echo(f"fine-tuned on {len(result.split.labelled)} labelled cases; best validation Dice {result.best_dice:.4f} at step "
                f"{result.best_step}; model written to {out / 'model.safetensors'}")
+    verdict = result.convergence
+    if verdict is not None and verdict.converged is False:
+        click.echo(f"warning: validation Dice still rose by {verdict.late_gain:.3f} in the last quarter of the run (more than "
+                   f"{verdict.tolerance}); it has not converged: give more --steps", err=True)
 
 
 @cli.command()
@@ -273,7 +277,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
               split_seed: int, transfer: str, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None, device: str,
               workers: int, cache: Path | None, quiet: bool) -> None:
     """Compare pretraining methods on DATA under one fine-tuning recipe, over label fractions and seeds."""
-    from .benchmark.report import headline_table
+    from .benchmark.report import convergence_warnings, headline_table
     from .benchmark.runner import BenchmarkConfig, run_benchmark
 
     supplied = {}
@@ -301,6 +305,8 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
     click.echo(f"\nmean test Dice over {config.seeds} seed(s) ({run.trained_cells} cells trained now, "
                f"{len(run.cells) - run.trained_cells} reused):")
     click.echo(headline_table(run.cells, run.statistics["test"]))
+    for warning in convergence_warnings(run.cells):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vectorpose.benchmark.report import headline_table, plot, statistics
+from vectorpose.benchmark.report import convergence_warnings, headline_table, plot, statistics
 
 T975_DF2 = 4.302653  # Student t, two-sided 95 %, 2 degrees of freedom
 
@@ -61,3 +61,16 @@ def test_plots_are_png(tmp_path):
     assert [p.name for p in written] == ["dice_vs_labels.png", "gain_over_scratch.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_convergence_warnings_name_the_cells_that_still_improved():
+    rows = cells()
+    for r in rows:
+        r["converged"], r["late_gain"] = True, 0.0
+    late = [r for r in rows if r["method"] == "scratch" and r["fraction"] == 0.1]
+    late[0]["converged"], late[0]["late_gain"] = False, 0.04
+    warnings = convergence_warnings(rows)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"scratch at 0.1: 1 of {len(late)} cells had not converged")
+    del rows[-1]["converged"]  # a cell from before the verdict existed warns of nothing
+    assert len(convergence_warnings(rows)) == 1

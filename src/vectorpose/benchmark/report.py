@@ -15,6 +15,7 @@ import os
 import platform
 from pathlib import Path
 
+from ..training.convergence import TOLERANCE
 from ..utils.files import atomic_write, write_json
 from .stats import paired_difference, summarise_values
 
@@ -115,8 +116,8 @@ def _tables(rows: list[dict], stats: dict) -> str:
 def _cells_table(rows: list[dict], score: str) -> str:
     names = list(next(r[score] for r in rows if r.get(score))["per_class"])
     lines = ["| method | fraction | labelled | seed | mean Dice | " + " | ".join(f"{n} Dice" for n in names)
-             + " | mean HD95 (mm) | val Dice | best step | fine-tune time |",
-             "|---" * (9 + len(names)) + "|"]
+             + " | mean HD95 (mm) | val Dice | best step | converged | fine-tune time |",
+             "|---" * (10 + len(names)) + "|"]
     for r in rows:
         s = r.get(score)
         if not s:
@@ -125,8 +126,26 @@ def _cells_table(rows: list[dict], score: str) -> str:
         time_min = f"{r['finetune_s'] / 60:.1f} min"
         hd95 = "n/a" if s["mean_hd95"] is None else f"{s['mean_hd95']:.2f}"
         lines.append(f"| {r['method']} | {r['fraction']:g} | {r['labelled']} | {r['seed']} | {_fmt(s['mean_dice'])} | {per} | "
-                     f"{hd95} | {_fmt(r['val_dice'])} | {r['best_step']} | {time_min} |")
+                     f"{hd95} | {_fmt(r['val_dice'])} | {r['best_step']} | {_converged(r)} | {time_min} |")
     return "\n".join(lines)
+
+
+def _converged(row: dict) -> str:
+    if row.get("converged") is None:
+        return "n/a"
+    return "yes" if row["converged"] else f"no (+{row['late_gain']:.3f})"
+
+
+def convergence_warnings(rows: list[dict]) -> list[str]:
+    """One line per (method, fraction) with cells whose validation Dice still rose in the last quarter."""
+    out = []
+    for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
+        cells = [r for r in rows if r["method"] == m and r["fraction"] == f]
+        rising = [r for r in cells if r.get("converged") is False]
+        if rising:
+            out.append(f"{m} at {f:g}: {len(rising)} of {len(cells)} cells had not converged (validation Dice rose by more than "
+                       f"{TOLERANCE} in the last quarter of fine-tuning); the comparison measures speed there, not label efficiency")
+    return out
 
 
 def plot(rows: list[dict], stats: dict, out: Path, score: str = "test") -> list[Path]:
@@ -197,6 +216,13 @@ def _save(fig, path: Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
+def _warning_block(rows: list[dict]) -> str:
+    warnings = convergence_warnings(rows)
+    if not warnings:
+        return ""
+    return "\n## Convergence\n\n" + "\n".join(f"- **Warning:** {w}" for w in warnings) + "\n"
+
+
 def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: Path, test_data: Path | None,
                   command: str | None, notes: str | None) -> dict:
     scores = ["test"] + (["external"] if test_data is not None else [])
@@ -255,7 +281,7 @@ and intervals are Student-t 95 % intervals of the mean over seeds.
 {pre_lines or '| (none) | | | | |'}{unequal}
 
 {chr(10).join(sections)}
-
+{_warning_block(rows)}
 ## Every cell ({SCORES['test']})
 
 {_cells_table(rows, 'test')}

@@ -15,7 +15,8 @@ The steps, logs, checkpoints and resume are :class:`~vectorpose.training.loop.Tr
 module adds :class:`SegmentationTask` (the loss, validation and model files) and what comes before.
 
 Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (best validation Dice),
-``last.*``, ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``.
+``last.*``, ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json``
+(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter).
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ from ..utils.files import write_json
 from .distributed import DistributedContext
 from .loop import LoopConfig, TrainingLoop, TrainingTask
 from .prefetch import DevicePrefetcher
-from .run import CONFIG_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
+from .convergence import Convergence, convergence, validation_curve
+from .run import CONFIG_FILE, METRICS_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
 from .segmentation_data import SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
 SPLIT_FILE = "split.json"
 TRANSFER_FILE = "transfer.json"
+CONVERGENCE_FILE = "convergence.json"
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class FinetuneResult:
     split: Split
     transfer: TransferReport | None = None
     history: list[dict] = field(default_factory=list)
+    convergence: Convergence | None = None
 
 
 def auto_patch_size(shapes: list[tuple[int, int, int]], divisor: int, cap: int = 128) -> tuple[int, int, int]:
@@ -236,8 +240,10 @@ def finetune(
     samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes)
     loader = step_loader(samples, config.batch_size, loop.start, config.steps, config.seed, config.workers, device)
     result = loop.run(task, DevicePrefetcher(loader, device))
+    verdict = convergence(validation_curve(out / METRICS_FILE), config.steps)
+    write_json(out / CONVERGENCE_FILE, verdict.to_json())
     return FinetuneResult(network=network, run_dir=out, best_dice=task.best_dice, best_step=task.best_step, split=plan.split,
-                          transfer=report, history=result.history)
+                          transfer=report, history=result.history, convergence=verdict)
 
 
 def check_finetuning_folder(out: Path, config: FinetuneConfig, init: str | None, resume: bool, overwrite: bool) -> None:

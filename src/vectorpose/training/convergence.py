@@ -1,0 +1,68 @@
+"""Whether a fine-tuning run had converged: did validation Dice still rise in the last quarter of the run?
+
+A run that stops while its validation Dice is still rising measures how fast a method learns, not how
+well it can do with its labels; a label-efficiency study needs every cell past that point. The rule
+here reads the validation curve ``[(step, dice), ...]`` of a run of ``steps`` steps:
+
+- the *late* rounds are those after ``(1 - last_share) · steps``, the *early* ones all before;
+- ``late_gain`` = best late Dice − best early Dice;
+- the run converged when ``late_gain <= tolerance``; with no early or no late round it is unknown.
+
+A curve that falls in the last quarter counts as converged (more steps would not help; the kept model
+is the best validation round anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TOLERANCE = 0.01  # one Dice point
+LAST_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """The verdict on one validation curve; ``converged`` and ``late_gain`` are ``None`` when unknown."""
+
+    converged: bool | None
+    late_gain: float | None
+    best_dice: float | None
+    best_step: int | None
+    late_from_step: float
+    tolerance: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def convergence(curve: list[tuple[int, float]], steps: int, tolerance: float = TOLERANCE, last_share: float = LAST_SHARE) -> Convergence:
+    """Judge the validation curve of a run of ``steps`` steps (rounds with a non-finite Dice are ignored)."""
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if not 0.0 < last_share < 1.0:
+        raise ValueError(f"last_share must lie strictly between 0 and 1, got {last_share}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    points = [(int(s), float(d)) for s, d in curve if d is not None and math.isfinite(d)]
+    late_from = (1.0 - last_share) * steps
+    early = [d for s, d in points if s <= late_from]
+    late = [d for s, d in points if s > late_from]
+    best_step, best_dice = max(points, key=lambda p: (p[1], -p[0])) if points else (None, None)
+    if not early or not late:
+        return Convergence(None, None, best_dice, best_step, late_from, tolerance)
+    gain = max(late) - max(early)
+    return Convergence(gain <= tolerance, gain, best_dice, best_step, late_from, tolerance)
+
+
+def validation_curve(metrics_file: str | Path) -> list[tuple[int, float]]:
+    """``[(step, val/dice), ...]`` from a run's ``metrics.jsonl``; a later row of a step (after a resume) wins."""
+    curve: dict[int, float] = {}
+    for line in Path(metrics_file).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if "val/dice" in row:
+                curve[int(row["step"])] = float(row["val/dice"])
+    return sorted(curve.items())

@@ -1,0 +1,73 @@
+"""The convergence verdict on hand-made validation curves, and on a real fine-tuning run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from vectorpose.training.convergence import convergence, validation_curve
+
+
+@pytest.mark.parametrize("curve, steps, converged, gain", [
+    # still rising: best early 0.60 (step 600), best late 0.70 (step 1000) -> gain 0.10
+    ([(200, 0.3), (400, 0.5), (600, 0.6), (800, 0.65), (1000, 0.7)], 1000, False, 0.10),
+    # a plateau: the late rounds add 0.005, under one Dice point
+    ([(250, 0.80), (500, 0.85), (750, 0.850), (1000, 0.855)], 1000, True, 0.005),
+    # falling at the end (over-fitting) counts as converged: more steps would not help
+    ([(100, 0.5), (200, 0.8), (300, 0.75), (400, 0.70)], 400, True, -0.10),
+    # step 750 of 1000 is not late (late means after 750)
+    ([(500, 0.5), (750, 0.9), (1000, 0.905)], 1000, True, 0.005),
+])
+def test_verdicts_by_hand(curve, steps, converged, gain):
+    v = convergence(curve, steps)
+    assert v.converged is converged
+    assert v.late_gain == pytest.approx(gain)
+    best_step, best_dice = max(curve, key=lambda p: p[1])
+    assert (v.best_step, v.best_dice) == (best_step, best_dice)
+
+
+def test_unknown_without_early_or_late_rounds():
+    assert convergence([(1000, 0.8)], 1000).converged is None       # no early round
+    assert convergence([(100, 0.5), (200, 0.6)], 1000).converged is None  # no late round
+    v = convergence([(500, float("nan")), (1000, 0.7)], 1000)         # a NaN round does not count
+    assert v.converged is None and v.best_dice == 0.7
+
+
+def test_tolerance_is_the_boundary():
+    curve = [(500, 0.80), (1000, 0.81)]
+    assert convergence(curve, 1000, tolerance=0.0100001).converged is True
+    assert convergence(curve, 1000, tolerance=0.0099).converged is False
+
+
+@pytest.mark.parametrize("kwargs", [dict(steps=0), dict(steps=10, last_share=1.0), dict(steps=10, tolerance=-0.1)])
+def test_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        convergence([(1, 0.5)], **kwargs)
+
+
+def test_curve_from_metrics_keeps_the_latest_row_of_a_step(tmp_path):
+    rows = [{"step": 1, "loss": 2.0}, {"step": 2, "val/dice": 0.1}, {"step": 4, "val/dice": 0.3},
+            {"step": 4, "val/dice": 0.35}, {"step": 6, "loss": 1.0, "val/dice": 0.4}]  # step 4 again after a resume
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert validation_curve(path) == [(2, 0.1), (4, 0.35), (6, 0.4)]
+
+
+def test_a_finetuning_run_records_its_verdict(synthetic_dataset, cache_dir, tmp_path):
+    from vectorpose.models.backbone import BackboneConfig
+    from vectorpose.training.finetune import FinetuneConfig, finetune
+
+    out = tmp_path / "run"
+    config = FinetuneConfig(steps=8, batch_size=1, labelled=2, patch_size=(16, 16, 16), val_every=2,
+                            backbone=BackboneConfig(channels=(4, 8, 16)))
+    result = finetune(synthetic_dataset, out, config, cache_dir=cache_dir, progress=False)
+    saved = json.loads((out / "convergence.json").read_text(encoding="utf-8"))
+    # the verdict, recomputed by hand from metrics.jsonl: rounds at 2, 4, 6 are early (<= 6), 8 is late
+    dice = {r["step"]: r["val/dice"] for r in map(json.loads, (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
+            if "val/dice" in r}
+    assert sorted(dice) == [2, 4, 6, 8]
+    gain = dice[8] - max(dice[2], dice[4], dice[6])
+    assert math.isclose(saved["late_gain"], gain, abs_tol=1e-12)
+    assert saved["converged"] is (gain <= 0.01) and result.convergence.converged is saved["converged"]
