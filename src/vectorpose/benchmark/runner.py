@@ -36,8 +36,10 @@ from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
 from ..models.files import load_model
+from ..training.convergence import convergence, validation_curve
 from ..training.finetune import FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
+from ..training.run import METRICS_FILE
 from ..utils.files import write_json
 
 BENCHMARK_FILE = "benchmark.json"
@@ -143,6 +145,9 @@ def finished_cell(path: Path, config: BenchmarkConfig, fraction: float, seed: in
     expected = _without_placement(config.finetune_config(fraction, seed).to_json())
     if _without_placement(cell.get("finetune", {})) != expected or cell.get("init") != _init_name(init):
         return None
+    if "converged" not in cell and (path / METRICS_FILE).is_file():  # a cell from before the verdict was recorded
+        verdict = convergence(validation_curve(path / METRICS_FILE), cell["finetune"]["steps"])
+        cell.update(converged=verdict.converged, late_gain=verdict.late_gain)
     return cell
 
 
