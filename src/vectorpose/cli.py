@@ -125,7 +125,9 @@ def pretrain(data: Path | None, out: Path, settings: Settings, modality: str | N
     if weights:
         overrides["loss_weights"] = weights
     if given("channels") or given("backbone") or given("plans"):
-        patch = settings.given.get(("pretext", "patch_size"), settings.build().pretext.patch_size)
+        # build() checks the given --patch against the old backbone: call it only when no --patch was given
+        given_patch = settings.given.get(("pretext", "patch_size"))
+        patch = given_patch if given_patch is not None else settings.build().pretext.patch_size
         try:
             overrides["backbone"] = _nnunet_backbone(backbone, plans, configuration, patch) or _own_backbone(backbone, _ints(channels), patch)
         except ValueError as exc:
