@@ -124,7 +124,8 @@ def test_patch_too_small_for_dynunet_is_a_usage_error(synthetic_dataset, tmp_pat
 
 
 def test_levels_the_patch_leaves_out_are_named(synthetic_dataset, tmp_path, capsys):
-    # --method nope fails after the backbone is laid out, so nothing trains
+    # --method nope fails after the backbone is laid out, so nothing trains; 24 is no multiple of the U-Net's 16
     code, _, err = run(["pretrain", synthetic_dataset, "--out", tmp_path / "run", "--backbone", "dynunet", "--channels", "4,8,16,32",
-                        "--method", "nope", *FAST], capsys)
-    assert code == 2 and "note: --patch 16 fits 3 dynunet levels; using channels 4,8,16 of 4,8,16,32" in err
+                        "--method", "nope", *FAST, "--patch", "24"], capsys)
+    assert code == 2 and "note: --patch 24 fits 3 dynunet levels; using channels 4,8,16 of 4,8,16,32" in err
+    assert "unknown method 'nope'" in err
