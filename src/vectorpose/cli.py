@@ -193,7 +193,7 @@ def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
 
     --to nnunet OUT.pth: for nnUNetv2_train DATASET CONFIG FOLD -pretrained_weights OUT.pth (RUN pretrained
     with --backbone nnunet). --to monai OUT: OUT.safetensors and OUT.json for monai.networks.nets.DynUNet
-    (RUN pretrained with --backbone dynunet, or fine-tuned from such a run).
+    (RUN pretrained or fine-tuned with the dynunet backbone).
     """
     if target == "monai":
         from .export.monai import export_monai

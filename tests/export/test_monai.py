@@ -129,3 +129,14 @@ def test_levels_the_patch_leaves_out_are_named(synthetic_dataset, tmp_path, caps
                         "--method", "nope", *FAST, "--patch", "24"], capsys)
     assert code == 2 and "note: --patch 24 fits 3 dynunet levels; using channels 4,8,16 of 4,8,16,32" in err
     assert "unknown method 'nope'" in err
+
+
+def test_finetuning_from_scratch_takes_a_dynunet_from_the_config_file(synthetic_dataset, tmp_path, capsys):
+    settings = {"finetune": {"backbone": {"kind": "dynunet", "channels": [4, 8, 16], "strides": [1, 2, 2]}}}
+    (tmp_path / "dyn.json").write_text(json.dumps(settings), encoding="utf-8")
+    code, _, err = run(["finetune", synthetic_dataset, "--config", tmp_path / "dyn.json", "--out", tmp_path / "ft", "--cache",
+                        tmp_path / "cache", "--val-every", "1", *FAST], capsys)
+    assert code == 0, err
+    code, _, err = run(["export", tmp_path / "ft", tmp_path / "ft-monai", "--to", "monai"], capsys)
+    assert code == 0, err
+    assert read_spec(tmp_path / "ft-monai.json")["args"]["filters"] == [4, 8, 16]
