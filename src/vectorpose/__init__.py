@@ -15,6 +15,7 @@ from .inference.evaluate import evaluate
 from .inference.predictor import load_segmenter, predict
 from .methods import get_method
 from .models.backbone import BackboneConfig, UNetBackbone
+from .models.dynunet_backbone import DynUNetBackboneConfig
 from .pretext.sample import PretextConfig, make_pretext_sample
 from .probe import ProbeConfig, ProbeResult, run_probe
 from .training.pretext_data import PretextDataset
@@ -25,6 +26,7 @@ __all__ = [
     "BackboneConfig",
     "BenchmarkConfig",
     "Dataset",
+    "DynUNetBackboneConfig",
     "FinetuneConfig",
     "PreprocessingConfig",
     "PretextConfig",

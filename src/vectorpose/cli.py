@@ -92,8 +92,9 @@ def synth(out: Path, cases: int, seed: int, overwrite: bool) -> None:
 @config_options(PretrainConfig, section="pretrain")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--channels", default=",".join(map(str, BackboneConfig().channels)), show_default=True, help="Backbone channels per level.")
-@click.option("--backbone", type=click.Choice(["unet", "nnunet"]), default="unet", show_default=True,
-              help="unet (VectorPOSE's own) or nnunet: the network of an nnU-Net v2 plans file (--plans).")
+@click.option("--backbone", type=click.Choice(["unet", "dynunet", "nnunet"]), default="unet", show_default=True,
+              help="unet (VectorPOSE's own), dynunet (MONAI's DynUNet, laid out for --patch as nnU-Net would; export --to monai) "
+                   "or nnunet: the network of an nnU-Net v2 plans file (--plans).")
 @click.option("--plans", type=click.Path(path_type=Path, dir_okay=False), default=None, help="nnU-Net v2 plans file (nnUNetPlans.json).")
 @click.option("--configuration", default="3d_fullres", show_default=True, help="Configuration of --plans.")
 @click.option("--vp-weight", type=float, default=None, help="Weight of the vector loss.")
@@ -124,8 +125,13 @@ def pretrain(data: Path | None, out: Path, settings: Settings, modality: str | N
     if weights:
         overrides["loss_weights"] = weights
     if given("channels") or given("backbone") or given("plans"):
-        patch = settings.given.get(("pretext", "patch_size"), settings.build().pretext.patch_size)
-        overrides["backbone"] = _nnunet_backbone(backbone, plans, configuration, patch) or BackboneConfig(channels=_ints(channels))
+        # build() checks the given --patch against the old backbone: call it only when no --patch was given
+        given_patch = settings.given.get(("pretext", "patch_size"))
+        patch = given_patch if given_patch is not None else settings.build().pretext.patch_size
+        try:
+            overrides["backbone"] = _nnunet_backbone(backbone, plans, configuration, patch) or _own_backbone(backbone, _ints(channels), patch)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     config = settings.build(**overrides)
     try:
         set_torch_threads(threads, config.workers, config.device)
@@ -144,8 +150,21 @@ def _required_data(data: Path | None) -> Path:
     return data
 
 
+def _own_backbone(backbone: str, channels: tuple[int, ...], patch: int):
+    """VectorPOSE's U-Net of ``--channels``, or for ``dynunet`` MONAI's DynUNet laid out for ``--patch`` (raises ValueError)."""
+    from .models.dynunet_backbone import DynUNetBackboneConfig
+
+    if backbone == "dynunet":
+        network = DynUNetBackboneConfig.for_patch(patch, channels)
+        if len(network.channels) < len(channels):
+            click.echo(f"note: --patch {patch} fits {len(network.channels)} dynunet levels; using channels "
+                       f"{','.join(map(str, network.channels))} of {','.join(map(str, channels))}", err=True)
+        return network
+    return BackboneConfig(channels=channels)
+
+
 def _nnunet_backbone(backbone: str, plans: Path | None, configuration: str, patch: int):
-    """The nnU-Net network of ``--backbone nnunet --plans``, checked against ``--patch``; ``None`` for ``unet``."""
+    """The nnU-Net network of ``--backbone nnunet --plans``, checked against ``--patch``; ``None`` for the others."""
     if backbone != "nnunet":
         if plans is not None:
             raise click.UsageError("--plans is for --backbone nnunet")
@@ -165,12 +184,24 @@ def _nnunet_backbone(backbone: str, plans: Path | None, configuration: str, patc
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--to", "target", type=click.Choice(["nnunet"]), required=True, help="Format to write: nnunet (-pretrained_weights file).")
+@click.option("--to", "target", type=click.Choice(["nnunet", "monai"]), required=True,
+              help="Format to write: nnunet (-pretrained_weights file) or monai (DynUNet state dict and arguments).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @config_file_option
 def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
-    """Write the pretrained weights of RUN for another framework: --to nnunet OUT.pth for
-    nnUNetv2_train DATASET CONFIG FOLD -pretrained_weights OUT.pth (RUN pretrained with --backbone nnunet)."""
+    """Write the weights of RUN for another framework.
+
+    --to nnunet OUT.pth: for nnUNetv2_train DATASET CONFIG FOLD -pretrained_weights OUT.pth (RUN pretrained
+    with --backbone nnunet). --to monai OUT: OUT.safetensors and OUT.json for monai.networks.nets.DynUNet
+    (RUN pretrained or fine-tuned with the dynunet backbone).
+    """
+    if target == "monai":
+        from .export.monai import export_monai
+
+        weights, spec_path, spec = export_monai(run_dir, out, overwrite=overwrite)
+        what = "the segmentation network" if "missing_weights" not in spec else "the pretrained network (no output_block)"
+        click.echo(f"wrote {what} of {run_dir} as {spec['class']} weights {weights} and arguments {spec_path}")
+        return
     from .export.nnunet import export_nnunet
 
     path, info = export_nnunet(run_dir, out, overwrite=overwrite)

@@ -12,6 +12,7 @@ from vectorpose import ProbeConfig, run_probe
 from vectorpose.errors import DataError, VectorPoseError
 from vectorpose.errors import CheckpointError
 from vectorpose.models.backbone import BackboneConfig
+from vectorpose.models.dynunet_backbone import DynUNetBackboneConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.pretrain import PretrainConfig, pretrain
 from probe_helpers import probe_cache, tiny_run  # noqa: F401 (fixtures)
@@ -75,3 +76,9 @@ def test_refusals(tiny_run, synthetic_dataset, probe_cache, tmp_path):
                                                      pretext=PretextConfig(patch_size=16)), cache_dir=probe_cache, progress=False)
     with pytest.raises(VectorPoseError, match="must share a backbone shape"):
         run_probe(tiny_run, synthetic_dataset, compare=[wide], cache_dir=probe_cache)
+    dynunet = tmp_path / "dynunet"
+    pretrain(synthetic_dataset, dynunet, PretrainConfig(steps=1, batch_size=1, backbone=DynUNetBackboneConfig.for_patch(16, (4, 8, 16)),
+                                                        pretext=PretextConfig(patch_size=16)), cache_dir=probe_cache, progress=False)
+    for run, compare in ((dynunet, []), (tiny_run, [dynunet])):
+        with pytest.raises(VectorPoseError, match=f"{dynunet}: pretrained with the dynunet backbone; the probe reads"):
+            run_probe(run, synthetic_dataset, compare=compare, cache_dir=probe_cache)

@@ -39,7 +39,7 @@ def export_nnunet(run: str | Path, out: str | Path, overwrite: bool = False) -> 
         raise VectorPoseError(f"{out}: already exists; pass --overwrite to replace it")
     state, meta = load_model(run, task="pretext", hint="export takes a pretraining run")
     if meta["backbone"].get("kind") != "nnunet":
-        raise VectorPoseError(f"{run}: pretrained with VectorPOSE's own U-Net, which nnU-Net cannot load; "
+        raise VectorPoseError(f"{run}: pretrained with the {meta['backbone'].get('kind', 'unet')} backbone, which nnU-Net cannot load; "
                               f"pretrain with --backbone nnunet --plans nnUNetPlans.json to export to nnU-Net")
     backbone = NnUNetBackboneConfig.from_json(meta["backbone"])
     weights = nnunet_weights(backbone, state)

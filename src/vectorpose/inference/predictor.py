@@ -17,7 +17,7 @@ from ..data.io import LABEL_MAP_SUFFIX, ImageGeometry, is_scan_file, label_map_s
 from ..data.preprocessing import PreprocessingConfig, normalise_intensity
 from ..devices import resolve_device
 from ..errors import CheckpointError, DataError, VectorPoseError
-from ..models.backbone import BackboneConfig
+from ..models.backbones import backbone_from_json
 from ..models.files import load_model, load_weights
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import TEMPORARY_SUFFIX
@@ -64,7 +64,7 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
         raise CheckpointError(f"{path}: segmentation metadata lacks 'num_classes'")
     patch = meta["patch_size"]
     patch = (patch,) * 3 if isinstance(patch, int) else tuple(int(p) for p in patch)
-    network = SegmentationNetwork(BackboneConfig.from_json(meta["backbone"]), int(meta["num_classes"]))
+    network = SegmentationNetwork(backbone_from_json(meta["backbone"]), int(meta["num_classes"]))
     load_weights(network, state, path)
     device = resolve_device(device)
     network.to(device).eval()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses.vector import vector_loss
-from ..models.backbone import BackboneConfig
+from ..models.backbones import AnyBackboneConfig
 from ..models.pretext_network import PretextNetwork
 from ..pretext.boundary import boundary_target
 
@@ -43,7 +43,7 @@ class PretextMethod:
         if self.vector_weight == 0 and self.reconstruction_weight == 0:
             raise ValueError(f"method {self.name!r} has no loss term")
 
-    def build_network(self, backbone: BackboneConfig) -> PretextNetwork:
+    def build_network(self, backbone: AnyBackboneConfig) -> PretextNetwork:
         if not self.pretrains:
             raise ValueError(f"method {self.name!r} has no pretext network")
         return PretextNetwork(

@@ -1,9 +1,9 @@
-"""Which backbone a configuration describes: VectorPOSE's own U-Net or an nnU-Net v2 network.
+"""Which backbone a configuration describes: VectorPOSE's own U-Net, MONAI's DynUNet or an nnU-Net v2 network.
 
-Both return :class:`~vectorpose.models.backbone.BackboneFeatures` (``decoded`` ``(B, c_0, P, P, P)``
-and three coarse feature maps) and both configurations expose ``channels`` (``channels[0]`` is the
+All return :class:`~vectorpose.models.backbone.BackboneFeatures` (``decoded`` ``(B, c_0, P, P, P)``
+and three coarse feature maps) and all configurations expose ``channels`` (``channels[0]`` is the
 width of ``decoded``), ``coarse_channels``, ``size_divisor`` and ``to_json``. Metadata tells them
-apart by ``kind``: ``"nnunet"``, or none for the U-Net.
+apart by ``kind``: ``"dynunet"``, ``"nnunet"``, or none for the U-Net.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Union
 from torch import nn
 
 from .backbone import BackboneConfig, UNetBackbone
+from .dynunet_backbone import KIND as DYNUNET, DynUNetBackbone, DynUNetBackboneConfig
 from .nnunet_backbone import KIND as NNUNET, NnUNetBackbone, NnUNetBackboneConfig
 
-AnyBackboneConfig = Union[BackboneConfig, NnUNetBackboneConfig]
+AnyBackboneConfig = Union[BackboneConfig, DynUNetBackboneConfig, NnUNetBackboneConfig]
 
 
 def backbone_from_json(d: dict) -> AnyBackboneConfig:
@@ -24,6 +25,8 @@ def backbone_from_json(d: dict) -> AnyBackboneConfig:
         raise TypeError(f"backbone settings must be an object, got {type(d).__name__}")
     if d.get("kind") == NNUNET:
         return NnUNetBackboneConfig.from_json(d)
+    if d.get("kind") == DYNUNET:
+        return DynUNetBackboneConfig.from_json(d)
     return BackboneConfig.from_json(d)
 
 
@@ -31,4 +34,6 @@ def build_backbone(config: AnyBackboneConfig) -> nn.Module:
     """The backbone module of ``config``."""
     if isinstance(config, NnUNetBackboneConfig):
         return NnUNetBackbone(config)
+    if isinstance(config, DynUNetBackboneConfig):
+        return DynUNetBackbone(config)
     return UNetBackbone(config)

@@ -38,6 +38,7 @@ from torch import nn
 
 from ..errors import VectorPoseError
 from .backbone import BackboneFeatures
+from .shared_tensors import store_each_tensor_once
 
 KIND = "nnunet"
 # a plans file is user input: only classes of these packages may be named in it (nothing that runs code)
@@ -236,16 +237,7 @@ class NnUNetBackbone(nn.Module):
         super().__init__()
         self.config = config
         self.net = config.build_network()
-        # alias name -> the first name of the same tensor, both relative to this module
-        first: dict[int, str] = {}
-        self.aliases: dict[str, str] = {}
-        for name, tensor in self.state_dict(keep_vars=True).items():
-            if id(tensor) in first:
-                self.aliases[name] = first[id(tensor)]
-            else:
-                first[id(tensor)] = name
-        self.register_state_dict_post_hook(_drop_aliases)
-        self.register_load_state_dict_pre_hook(_fill_aliases)
+        store_each_tensor_once(self)
 
     def forward(self, x: torch.Tensor) -> BackboneFeatures:
         total = self.config.total_stride
@@ -259,17 +251,6 @@ class NnUNetBackbone(nn.Module):
             x = stage(torch.cat((decoder.transpconvs[s](x), skips[-(s + 2)]), dim=1))
             levels.append(x)
         return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]))
-
-
-def _drop_aliases(module: NnUNetBackbone, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for alias in module.aliases:
-        state_dict.pop(prefix + alias, None)
-
-
-def _fill_aliases(module: NnUNetBackbone, state_dict: dict, prefix: str, *args) -> None:
-    for alias, name in module.aliases.items():
-        if prefix + alias not in state_dict and prefix + name in state_dict:
-            state_dict[prefix + alias] = state_dict[prefix + name]
 
 
 # nnU-Net never loads these from pretrained weights: they depend on its classes

@@ -204,6 +204,12 @@ def _load_encoders(run: str | Path, compare, seed: int) -> list[Encoder]:
     main = load_encoder(run, _unique_name(Path(run), taken))
     assert main.metadata is not None
     others = [load_encoder(p, _unique_name(Path(p), taken)) for p in compare]
+    for encoder in (main, *others):
+        assert encoder.metadata is not None
+        kind = encoder.metadata["backbone"].get("kind")
+        if kind is not None:  # its encoder is run block by block (features.bottleneck), which only the U-Net's layout allows
+            raise VectorPoseError(f"{encoder.source}: pretrained with the {kind} backbone; the probe reads VectorPOSE's own U-Net "
+                                  f"(--backbone unet)")
     for other in others:
         assert other.metadata is not None
         if other.metadata["backbone"] != main.metadata["backbone"]:

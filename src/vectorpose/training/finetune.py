@@ -40,6 +40,7 @@ from ..errors import CheckpointError, DataError, VectorPoseError
 from ..inference.metrics import case_metrics
 from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
+from ..models.backbones import AnyBackboneConfig, backbone_from_json
 from ..models.files import load_model, save_model
 from ..models.segmentation_network import SegmentationNetwork
 from ..settings import setting
@@ -81,7 +82,7 @@ class FinetuneConfig:
     test_fraction: float = setting(0.2, "Share of the cases held out as the test split.")
     validation_fraction: float = setting(0.1, "Share of the cases held out for validation.")
     patch_size: tuple[int, int, int] | None = None
-    backbone: BackboneConfig | None = None
+    backbone: AnyBackboneConfig | None = None
     transfer: str = setting("encoder", "What --init loads: encoder (+ bottleneck), or all (encoder and decoder).", choices=TRANSFER_MODES)
     pretrained_lr_scale: float = setting(1.0, "Learning-rate factor of the transferred layers.")
     freeze_steps: int = setting(0, "First steps, during which the transferred layers stay frozen.")
@@ -130,7 +131,7 @@ class FinetuneConfig:
     @classmethod
     def from_json(cls, d: dict) -> FinetuneConfig:
         d = dict(d)
-        d["backbone"] = BackboneConfig.from_json(d["backbone"]) if d.get("backbone") else None
+        d["backbone"] = backbone_from_json(d["backbone"]) if d.get("backbone") else None
         d["patch_size"] = tuple(d["patch_size"]) if d.get("patch_size") else None
         d["flip_axes"] = tuple(d["flip_axes"])
         return cls(**d)
@@ -170,7 +171,7 @@ def validation_dice(network: SegmentationNetwork, volumes: list[PreprocessedVolu
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def segmentation_metadata(config: FinetuneConfig, backbone: BackboneConfig, preprocessing: PreprocessingConfig, patch, num_classes: int,
+def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, preprocessing: PreprocessingConfig, patch, num_classes: int,
                           labels: dict[int, str], step: int, init: str | None, val_dice: float) -> dict:
     meta = {
         "task": "segmentation",
@@ -262,7 +263,7 @@ class FinetuningPlan:
     """What a fine-tuning run trains on and with: checked data, split, patch and architecture."""
 
     preprocessing: PreprocessingConfig
-    backbone: BackboneConfig
+    backbone: AnyBackboneConfig
     pretrained: dict[str, torch.Tensor] | None
     num_classes: int
     labels: dict[int, str]
@@ -304,7 +305,7 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
 
 
 def _starting_point(data: Path, dataset: Dataset, config: FinetuneConfig,
-                    init: str | Path | None) -> tuple[dict[str, torch.Tensor] | None, PreprocessingConfig, BackboneConfig]:
+                    init: str | Path | None) -> tuple[dict[str, torch.Tensor] | None, PreprocessingConfig, AnyBackboneConfig]:
     """``(pretrained weights or None, preprocessing, backbone)``: those of the ``init`` model, or new ones."""
     if init is None:
         if dataset.modality is None:
@@ -317,7 +318,7 @@ def _starting_point(data: Path, dataset: Dataset, config: FinetuneConfig,
     if meta["backbone"].get("kind") == "nnunet":
         raise CheckpointError(f"{init}: pretrained with --backbone nnunet, which VectorPOSE does not fine-tune; train it with nnU-Net: "
                               f"vectorpose export {init} --to nnunet OUT.pth, then nnUNetv2_train ... -pretrained_weights OUT.pth")
-    backbone = BackboneConfig.from_json(meta["backbone"])
+    backbone = backbone_from_json(meta["backbone"])
     check_compatible(str(init), meta, (config.backbone or backbone).to_json(), preprocessing.to_json())
     return state, preprocessing, backbone
 

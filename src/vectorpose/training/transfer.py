@@ -1,7 +1,9 @@
 """Loading pretrained backbone weights into a segmentation network, with a report of what moved.
 
-``encoder`` transfers ``backbone.encoder.*`` and ``backbone.bottleneck.*``; ``all`` adds
-``backbone.decoder.*`` (the paper's choice). Task heads never transfer. A checkpoint whose backbone
+``encoder`` transfers the tensors the backbone names in ``encoder_parameter_names()``
+(``backbone.encoder.*`` and ``backbone.bottleneck.*`` of the U-Net; the input block, down-sampling
+blocks and bottleneck of the DynUNet); ``all`` transfers every ``backbone.*`` tensor, the decoder too
+(the paper's choice). Task heads never transfer. A checkpoint whose backbone
 or preprocessing differs from the target is refused: silently mixing them gives a network that
 looks fine and is not.
 """
@@ -46,9 +48,11 @@ class TransferReport:
         }
 
 
-def transferable(name: str, mode: str) -> bool:
-    parts = ("backbone.encoder.", "backbone.bottleneck.") + (("backbone.decoder.",) if mode == "all" else ())
-    return name.startswith(parts)
+def transferable_names(network: nn.Module, mode: str) -> set[str]:
+    """Names of ``network``'s state dict that ``mode`` transfers (``network.backbone`` says which are its encoder)."""
+    if mode == "all":
+        return {n for n in network.state_dict() if n.startswith("backbone.")}
+    return {"backbone." + n for n in network.backbone.encoder_parameter_names()}
 
 
 def check_compatible(source: str, pretrained_meta: dict, backbone: dict, preprocessing: dict) -> None:
@@ -67,14 +71,17 @@ def transfer_weights(network: nn.Module, pretrained: dict[str, torch.Tensor], mo
     if mode not in TRANSFER_MODES:
         raise ValueError(f"transfer mode must be one of {TRANSFER_MODES}, got {mode!r}")
     target = network.state_dict()
+    transferable = transferable_names(network, mode)
     report = TransferReport(mode)
     updates = {}
     for name, tensor in pretrained.items():
         shape = tuple(tensor.shape)
-        if not transferable(name, mode):
-            report.skipped.append((name, shape, "not part of the transferred backbone" if name.startswith("backbone.") else "pretext head"))
+        if not name.startswith("backbone."):
+            report.skipped.append((name, shape, "pretext head"))
         elif name not in target:
             report.skipped.append((name, shape, "no such tensor in the segmentation network"))
+        elif name not in transferable:
+            report.skipped.append((name, shape, "not part of the transferred backbone"))
         elif tuple(target[name].shape) != shape:
             report.skipped.append((name, shape, f"shape differs from {list(target[name].shape)}"))
         else:
