@@ -254,12 +254,13 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--mirror/--no-mirror", default=True, show_default=True, help="Average over mirrored copies on the axes training flipped.")
 @config_file_option
-def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool) -> None:
+def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool, mirror: bool) -> None:
     """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference)."""
     from .inference.evaluate import evaluate as run_evaluate, format_table
 
-    result = run_evaluate(model, data, out, all_cases=all_cases, device=device, cache_dir=cache, overwrite=overwrite)
+    result = run_evaluate(model, data, out, all_cases=all_cases, device=device, cache_dir=cache, overwrite=overwrite, mirror=mirror)
     click.echo(format_table(result))
     if out is not None:
         click.echo(f"metrics written to {out}")
@@ -271,8 +272,9 @@ def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device:
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace existing label maps.")
+@click.option("--mirror/--no-mirror", default=True, show_default=True, help="Average over mirrored copies on the axes training flipped.")
 @config_file_option
-def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool) -> None:
+def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool, mirror: bool) -> None:
     """Segment INPUT (a NIfTI, NRRD or MetaImage file, a folder of them, or a DICOM series folder) into OUTPUT label maps.
 
     Each label map is written in its scan's format (.nhdr as .nrrd, .mhd as .mha; DICOM as .nii.gz), or
@@ -280,7 +282,7 @@ def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool
     """
     from .inference.predictor import predict as run_predict
 
-    for path in run_predict(model, input, output, device=device, overwrite=overwrite):
+    for path in run_predict(model, input, output, device=device, overwrite=overwrite, mirror=mirror):
         click.echo(f"wrote {path}")
 
 

@@ -120,3 +120,20 @@ def test_load_image_reads_dicom_like_nifti(tmp_path):
     folder = sorted(p for p in DICOM.glob("*/*") if p.is_dir())[0]
     array, geometry = load_image(folder)
     assert array.shape == geometry.canonical_shape and geometry.axcodes == tuple(nib.aff2axcodes(np.asarray(geometry.affine)))
+
+
+def test_prediction_mirrors_the_axes_training_flipped(model_dir, tmp_path):
+    import json
+
+    from vectorpose.inference.sliding_window import predict_labels
+
+    meta_path = model_dir / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    assert load_segmenter(model_dir).mirror_axes == ()  # a model that records no training flips is not mirrored
+    meta["flip_axes"] = [0, 2]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    segmenter = load_segmenter(model_dir)
+    assert segmenter.mirror_axes == (0, 2) and load_segmenter(model_dir, mirror=False).mirror_axes == ()
+    image = np.random.default_rng(0).normal(size=(20, 16, 24)).astype(np.float32)
+    expected = predict_labels(segmenter.network, image, (16, 16, 16), mirror_axes=(0, 2))
+    np.testing.assert_array_equal(segmenter.predict_array(image), expected)

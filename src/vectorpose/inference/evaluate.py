@@ -31,11 +31,14 @@ def recorded_split(model: str | Path) -> Split:
 
 
 def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None, all_cases: bool = False, device: str = "cpu",
-             cache_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False) -> dict:
-    """Dice and HD95 of ``model`` on the test split (or ``all_cases``) of ``data``; writes ``out`` as JSON."""
+             cache_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False, mirror: bool = True) -> dict:
+    """Dice and HD95 of ``model`` on the test split (or ``all_cases``) of ``data``; writes ``out`` as JSON.
+
+    ``mirror``: average over mirrored copies on the axes training flipped (test-time augmentation).
+    """
     if out is not None and Path(out).exists() and not overwrite:
         raise VectorPoseError(f"{out}: already exists; pass --overwrite to replace it")
-    segmenter = load_segmenter(model, device)
+    segmenter = load_segmenter(model, device, mirror)
     dataset = load_dataset(data)
     labelled = {c.case_id: c for c in dataset.labelled}
     if all_cases:
@@ -65,6 +68,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None,
         "model": str(Path(model).resolve()),
         "data": str(Path(data).resolve()),
         "cases_from": "all" if all_cases else "test split",
+        "mirror_axes": list(segmenter.mirror_axes),
         "num_cases": len(rows),
         **summarise(rows, names),
         "cases": rows,

@@ -33,6 +33,13 @@ class Segmenter:
     preprocessing: PreprocessingConfig
     patch_size: tuple[int, int, int]
     device: torch.device
+    mirror: bool = True
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """The axes inference mirrors: those training flipped (none when ``mirror`` is off, or for a
+        model that does not record them)."""
+        return tuple(int(a) for a in self.metadata.get("flip_axes", ())) if self.mirror else ()
 
     @property
     def num_classes(self) -> int:
@@ -45,7 +52,7 @@ class Segmenter:
 
     def predict_array(self, image: np.ndarray) -> np.ndarray:
         """Label map ``(X, Y, Z)`` uint8 of an already-normalised RAS+ volume."""
-        return predict_labels(self.network, image, self.patch_size, self.device)
+        return predict_labels(self.network, image, self.patch_size, self.device, mirror_axes=self.mirror_axes)
 
     def predict_path(self, path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
         """Read a scan file or DICOM series folder, normalise it, and predict in RAS+ order."""
@@ -57,8 +64,9 @@ class Segmenter:
         return self.predict_array(image), geometry
 
 
-def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segmenter:
-    """Load a fine-tuned model (run folder or ``.safetensors`` file) onto ``device`` (``auto``, ``cpu``, ``cuda[:N]``)."""
+def load_segmenter(path: str | Path, device: torch.device | str = "cpu", mirror: bool = True) -> Segmenter:
+    """Load a fine-tuned model (run folder or ``.safetensors`` file) onto ``device`` (``auto``, ``cpu``, ``cuda[:N]``);
+    ``mirror``: average predictions over the mirrorings training used."""
     state, meta = load_model(path, task="segmentation", hint="fine-tune it first (vectorpose finetune --init)")
     if "num_classes" not in meta:
         raise CheckpointError(f"{path}: segmentation metadata lacks 'num_classes'")
@@ -68,7 +76,7 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
     load_weights(network, state, path)
     device = resolve_device(device)
     network.to(device).eval()
-    return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device)  # type: ignore[arg-type]
+    return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device, mirror)  # type: ignore[arg-type]
 
 
 # OUTPUT names a file (not a folder) when it ends in one of these
@@ -116,8 +124,11 @@ def prediction_jobs(source: Path, output: Path) -> list[tuple[Path, Path]]:
     return [(f, output / output_name(f)) for f in files]
 
 
-def predict(model: str | Path, source: str | Path, output: str | Path, device: str = "cpu", overwrite: bool = False) -> list[Path]:
+def predict(model: str | Path, source: str | Path, output: str | Path, device: str = "cpu", overwrite: bool = False,
+            mirror: bool = True) -> list[Path]:
     """Predict every scan of ``source`` and write uint8 label maps; returns the written paths.
+
+    ``mirror``: average over the mirrored copies of each scan on the axes training flipped.
 
     Existing outputs are refused unless ``overwrite``; all are checked before any is written. Every
     scan is predicted into a hidden staging file first and the outputs are put in place only once all
@@ -130,7 +141,7 @@ def predict(model: str | Path, source: str | Path, output: str | Path, device: s
     existing = [o for _, o in jobs if o.exists()]
     if existing and not overwrite:
         raise VectorPoseError(f"{existing[0]}: already exists; pass --overwrite to replace it")
-    segmenter = load_segmenter(model, device)
+    segmenter = load_segmenter(model, device, mirror)
     new_folders = sorted({p for _, dst in jobs for p in (dst.parent, *dst.parent.parents) if not p.exists()}, key=lambda p: -len(p.parts))
     staged: list[tuple[Path, Path]] = []
     try:

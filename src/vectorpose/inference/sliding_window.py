@@ -1,6 +1,15 @@
-"""Whole-volume prediction by Gaussian-weighted sliding windows (MONAI ``sliding_window_inference``)."""
+"""Whole-volume prediction by Gaussian-weighted sliding windows (MONAI ``sliding_window_inference``),
+optionally averaged over mirrored copies of the volume (test-time augmentation, as nnU-Net does).
+
+Mirroring: for every subset of ``mirror_axes`` (``2^k`` copies, the unmirrored one included) the
+volume is flipped on those axes, predicted, and the softmax flipped back; the probabilities are
+averaged. Only axes the network was trained to see mirrored make sense here: a flip the training
+never showed gives a view the network has not learned.
+"""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -16,8 +25,10 @@ def predict_probabilities(
     device: torch.device | str = "cpu",
     overlap: float = 0.5,
     batch_size: int = 4,
+    mirror_axes: tuple[int, ...] = (),
 ) -> torch.Tensor:
-    """Softmax probabilities ``(C, X, Y, Z)`` (on the CPU) for a normalised volume ``(X, Y, Z)``.
+    """Softmax probabilities ``(C, X, Y, Z)`` (on the CPU) for a normalised volume ``(X, Y, Z)``, averaged
+    over the mirrored copies of ``mirror_axes`` (spatial axes among 0, 1, 2; none by default).
 
     Windows of ``patch_size`` are batched ``batch_size`` at a time. A volume smaller than a window is
     padded with its own minimum (the background), exactly as training patches are, and cropped back:
@@ -27,20 +38,30 @@ def predict_probabilities(
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (X, Y, Z) volume, got shape {image.shape}")
+    if len(set(mirror_axes)) != len(mirror_axes) or any(a not in (0, 1, 2) for a in mirror_axes):
+        raise ValueError(f"mirror_axes must be distinct spatial axes among 0, 1, 2, got {mirror_axes}")
     training = network.training
     network.eval()
     x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None, None].to(device)
+    flips = [tuple(2 + a for a in subset) for k in range(len(mirror_axes) + 1) for subset in itertools.combinations(mirror_axes, k)]
+    total = None
     try:
-        logits = sliding_window_inference(
-            x, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian",
-            cval=float(image.min()),
-        )
+        for dims in flips:
+            view = x.flip(dims) if dims else x
+            logits = sliding_window_inference(
+                view, roi_size=tuple(patch_size), sw_batch_size=batch_size, predictor=network, overlap=overlap, mode="gaussian",
+                cval=float(image.min()),
+            )
+            probabilities = torch.softmax(logits.float(), dim=1)
+            probabilities = probabilities.flip(dims) if dims else probabilities
+            total = probabilities if total is None else total + probabilities
     finally:
         network.train(training)
-    return torch.softmax(logits[0].float(), dim=0).cpu()
+    return (total[0] / len(flips)).cpu()
 
 
 def predict_labels(network: nn.Module, image: np.ndarray, patch_size: tuple[int, int, int], device: torch.device | str = "cpu",
-                   overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:
+                   overlap: float = 0.5, batch_size: int = 4, mirror_axes: tuple[int, ...] = ()) -> np.ndarray:
     """The argmax label map ``(X, Y, Z)`` as uint8."""
-    return predict_probabilities(network, image, patch_size, device, overlap, batch_size).argmax(0).numpy().astype(np.uint8)
+    probabilities = predict_probabilities(network, image, patch_size, device, overlap, batch_size, mirror_axes)
+    return probabilities.argmax(0).numpy().astype(np.uint8)

@@ -48,6 +48,7 @@ OPTIONAL_METADATA: dict[str, tuple[type, ...]] = {
     "init": (str,),
     "transfer": (str,),
     "val_dice": (float,),
+    "flip_axes": (list,),
 }
 
 

@@ -183,6 +183,7 @@ def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, p
         "step": step,
         "num_classes": num_classes,
         "labels": {str(k): v for k, v in sorted(labels.items())},
+        "flip_axes": list(config.flip_axes),  # inference mirrors these too (test-time augmentation)
     }
     if math.isfinite(val_dice):
         meta["val_dice"] = float(val_dice)
