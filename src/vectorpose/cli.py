@@ -16,6 +16,7 @@ from .cli_settings import Settings, config_file_option, config_options, given
 from .errors import DatasetError, TrainingStopped, VectorPoseError
 from .models.backbone import BackboneConfig
 from .training.finetune import FinetuneConfig
+from .probe.runner import ProbeConfig
 from .training.pretrain import PretrainConfig
 
 if TYPE_CHECKING:
@@ -397,31 +398,23 @@ def bench(data: Path, method: str, patch: int, batch: int, steps: int, warmup: i
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="JSON file to write (FILE.md and FILE.png beside it).")
 @click.option("--compare", multiple=True, type=click.Path(path_type=Path), help="Another pretraining run to probe the same way (repeatable).")
-@click.option("--crops", default=8, show_default=True, help="Crops per case, in each of the two crop sets.")
-@click.option("--fit-share", default=0.5, show_default=True, help="Share of the cases the probes fit on; the others are scored.")
-@click.option("--max-cases", type=int, default=None, help="Use at most this many cases (a seeded choice).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the case split, the crops and the random baseline.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@config_options(ProbeConfig, section="settings")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder [$VECTORPOSE_CACHE or ~/.cache/vectorpose].")
 @click.option("--overwrite", is_flag=True, help="Replace --out (and its .md and .png) if they exist.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@config_file_option
-def probe(run: Path, data: Path, out: Path, compare: tuple[Path, ...], crops: int, fit_share: float, max_cases: int | None, seed: int,
-          device: str, modality: str | None, cache: Path | None, overwrite: bool, quiet: bool) -> None:
+def probe(run: Path, data: Path, out: Path, compare: tuple[Path, ...], settings: Settings, modality: str | None, cache: Path | None,
+          overwrite: bool, quiet: bool) -> None:
     """Measure what the frozen encoder of RUN knows about a crop's position, scale and orientation.
 
     Linear probes on pooled bottleneck features of clean crops of DATA, fitted on half of the cases and
     scored on the other half, beside a randomly initialised encoder of the same shape and --compare runs.
     """
-    from .probe import ProbeConfig, run_probe, write_report
+    from .probe import run_probe, write_report
     from .probe.report import check_outputs, format_table
 
     check_outputs(out, overwrite)
-    try:
-        config = ProbeConfig(crops_per_case=crops, seed=seed, fit_share=fit_share, max_cases=max_cases, device=device)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = settings.build()
     result = run_probe(run, data, config, compare=compare, modality=modality, cache_dir=cache, progress=not quiet)
     paths = write_report(result, out, overwrite=overwrite)
     click.echo(format_table(result))

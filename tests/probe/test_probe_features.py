@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from vectorpose.models.backbone import BackboneConfig, UNetBackbone
@@ -61,3 +63,19 @@ def test_load_encoder_reads_the_saved_backbone(tmp_path):
     saved = network.backbone.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in encoder.backbone.state_dict().items())
     assert not encoder.backbone.training and not any(p.requires_grad for p in encoder.backbone.parameters())
+
+
+def test_grid_pooling_is_the_mean_of_each_octant():
+    torch.manual_seed(2)
+    net = UNetBackbone(SMALL).eval()
+    x = torch.randn(3, 1, 16, 16, 16)
+    with torch.no_grad():
+        b = net(x).coarse[0].numpy()  # (N, C, 4, 4, 4) for this backbone at P = 16
+    n, c, s = b.shape[0], b.shape[1], b.shape[2]
+    h = s // 2
+    # octant means by hand, channel-major: (c, i, j, k)
+    expected = np.stack([b[:, :, i * h:(i + 1) * h, j * h:(j + 1) * h, k * h:(k + 1) * h].mean(axis=(2, 3, 4))
+                         for i in range(2) for j in range(2) for k in range(2)], axis=2).reshape(n, c * 8)
+    np.testing.assert_allclose(pooled_features(net, x, grid=2), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        pooled_features(net, x, grid=0)

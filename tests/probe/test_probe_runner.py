@@ -43,7 +43,7 @@ def test_probe_rows_split_and_labels(tiny_run, synthetic_dataset, probe_cache, t
     assert sorted(result.fit_cases + result.evaluation_cases) == ids and not set(result.fit_cases) & set(result.evaluation_cases)
     assert result.crops == {"fit": 3 * len(result.fit_cases), "evaluation": 3 * len(result.evaluation_cases)}
     for e in result.encoders:
-        assert e.features == 16 and len(e.position.r2_per_target) == 3
+        assert e.features == 16 * config.grid**3 and len(e.position.r2_per_target) == 3
         assert e.orientation.classes == 48 and e.up.classes == 6
         assert 0.0 <= e.orientation.accuracy <= 1.0 and 0.0 <= e.up.accuracy <= 1.0
         assert np.isfinite([e.position.r2, e.scale.r2]).all()

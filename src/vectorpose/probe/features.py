@@ -2,11 +2,12 @@
 
 The probe (after Zhang et al., ISBI 2023: "the network learns where a crop is, how big and which way
 is up") reads only what the pretrained encoder already holds: the network is put in eval mode, no
-gradient flows, and each crop ``(1, P, P, P)`` becomes the global average of the backbone's
-bottleneck features (``coarse[0]`` of :class:`~vectorpose.models.backbone.BackboneFeatures`, shape
-``(B, C, P / d, P / d, P / d)`` with ``d`` the backbone's size divisor), i.e. a vector of
-``C = channels[-1]`` numbers. A global mean keeps no layout (the Vector Prediction head keeps a
-2×2×2 one), so this is the stricter reading of what the encoder holds.
+gradient flows, and each crop ``(1, P, P, P)`` becomes the backbone's bottleneck features
+(``coarse[0]`` of :class:`~vectorpose.models.backbone.BackboneFeatures`, shape
+``(B, C, P / d, P / d, P / d)`` with ``d`` the backbone's size divisor) average-pooled to a
+``grid × grid × grid`` layout, i.e. ``C · grid³`` numbers with ``C = channels[-1]``. ``grid`` 2 reads
+the layout the Vector Prediction head reads; ``grid`` 1, a global mean, keeps no layout: it cannot
+tell where in the crop a feature lies, which is what orientation is about.
 
 Only the encoder and bottleneck run (:func:`bottleneck`): the decoder does not change the bottleneck
 and costs three quarters of a forward pass at the default size on a CPU. A test checks that the
@@ -71,8 +72,9 @@ def bottleneck(backbone: UNetBackbone, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def pooled_features(backbone: UNetBackbone, patches: torch.Tensor, batch_size: int = 16,
-                    device: str | torch.device = "cpu") -> np.ndarray:
-    """Global-average-pooled bottleneck features of ``patches`` ``(N, 1, P, P, P)``: ``(N, C)`` float64.
+                    device: str | torch.device = "cpu", grid: int = 1) -> np.ndarray:
+    """Bottleneck features of ``patches`` ``(N, 1, P, P, P)`` average-pooled to ``grid³`` cells:
+    ``(N, C · grid³)`` float64, channel-major (channel ``c``'s cells are ``c · grid³ .. (c + 1) · grid³ - 1``).
 
     The backbone runs in eval mode (restored afterwards) under ``torch.no_grad``.
     """
@@ -80,6 +82,8 @@ def pooled_features(backbone: UNetBackbone, patches: torch.Tensor, batch_size: i
         raise ValueError(f"patches must be (N, C, P, P, P), got {tuple(patches.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if grid < 1:
+        raise ValueError(f"grid must be positive, got {grid}")
     was_training = backbone.training
     backbone.eval()
     backbone.to(device)
@@ -87,8 +91,7 @@ def pooled_features(backbone: UNetBackbone, patches: torch.Tensor, batch_size: i
         out = []
         for start in range(0, len(patches), batch_size):
             x = patches[start:start + batch_size].to(device, torch.float32)
-            out.append(bottleneck(backbone, x).mean(dim=(2, 3, 4)).double().cpu())
-        channels = backbone.config.channels[-1]
-        return torch.cat(out).numpy() if out else np.zeros((0, channels))
+            out.append(torch.nn.functional.adaptive_avg_pool3d(bottleneck(backbone, x), grid).flatten(1).double().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, backbone.config.channels[-1] * grid**3))
     finally:
         backbone.train(was_training)

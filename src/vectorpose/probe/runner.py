@@ -27,6 +27,7 @@ import numpy as np
 from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
 from ..errors import DataError, VectorPoseError
+from ..settings import setting
 from .crops import ORIENTATIONS, UP_NAMES, draw_case_crops
 from .features import Encoder, load_encoder, pooled_features, random_encoder
 from .fit import ClassifierScore, RegressionScore, fit_classifier, fit_regression
@@ -44,21 +45,23 @@ class ProbeConfig:
     seed: seeds the case split, the crops and the random baseline's weights.
     fit_share: share of the cases the probes fit on; the rest are scored.
     max_cases: use at most this many cases (a seeded choice), or all.
+    grid: the bottleneck is average-pooled to ``grid³`` cells (2: the Vector Prediction head's layout).
     batch_size, device: how features are computed (``auto``: CUDA when there is one).
     logistic_c, max_iter: inverse regularisation and iteration cap of the logistic probes.
     """
 
-    crops_per_case: int = 8
-    seed: int = 0
-    fit_share: float = 0.5
-    max_cases: int | None = None
+    crops_per_case: int = setting(8, "Crops per case, in each of the two crop sets.", flag="crops")
+    seed: int = setting(0, "Seed of the case split, the crops and the random baseline.")
+    fit_share: float = setting(0.5, "Share of the cases the probes fit on; the others are scored.")
+    max_cases: int | None = setting(None, "Use at most this many cases (a seeded choice).")
+    grid: int = setting(2, "Pool the bottleneck to grid^3 cells (2: the layout the vector head reads; 1: a global mean).")
     batch_size: int = 16
-    device: str = "auto"
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     logistic_c: float = 1.0
     max_iter: int = 2000
 
     def __post_init__(self):
-        for name in ("crops_per_case", "batch_size", "max_iter"):
+        for name in ("crops_per_case", "batch_size", "max_iter", "grid"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 < self.fit_share < 1.0:
@@ -72,6 +75,10 @@ class ProbeConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> ProbeConfig:
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -263,7 +270,7 @@ def _crop_features(encoders: list[Encoder], settings: dict, images: Dataset, ids
             labels[setting][half].append(crops)
             both = torch.cat([crops.canonical, crops.oriented])
             for enc in members:
-                f = pooled_features(enc.backbone, both, config.batch_size, device)
+                f = pooled_features(enc.backbone, both, config.batch_size, device, config.grid)
                 features[enc.name][half].append((f[: len(crops)], f[len(crops):]))
     return features, labels
 
