@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cli_helpers import assert_one_line_error, run
 from vectorpose.cli import main
@@ -49,6 +50,27 @@ def test_pretrain_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path, caps
     code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST], capsys)
     assert_one_line_error(code, err, str(out), "--resume", "--overwrite")
     assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_mae_pretrain_then_finetune_from_it(synthetic_dataset, cache_dir, tmp_path, capsys):
+    """pretrain --method mae, then finetune --init: the encoder starts from (and, frozen, ends at) the mae weights."""
+    pre, ft = tmp_path / "mae", tmp_path / "ft"
+    code, _, err = run(["pretrain", synthetic_dataset, "--method", "mae", "--mask-block", "8", "--mask-ratio", "0.75", "--out", pre,
+                        "--cache", cache_dir, *FAST], capsys)
+    assert code == 0, err
+    assert_reload_gives_same_outputs(pre)
+    saved = json.loads((pre / "config.json").read_text(encoding="utf-8"))["pretrain"]
+    assert saved["method"] == "mae" and saved["masking"] == {"block_size": 8, "ratio": 0.75}
+    rows = [json.loads(line) for line in (pre / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) >= {"rec", "total"} and "vp" not in r and np.isfinite(r["rec"]) for r in rows)
+    code, _, err = run(["finetune", synthetic_dataset, "--init", pre, "--out", ft, "--labeled", "2", "--steps", "3", "--batch", "2",
+                        "--patch", "16", "--freeze-steps", "3", "--val-every", "3", "--cache", cache_dir, "--quiet"], capsys)
+    assert code == 0, err
+    matched = [name for name, _ in json.loads((ft / "transfer.json").read_text(encoding="utf-8"))["matched"]]
+    assert any(name.startswith("backbone.encoder.") for name in matched)
+    pretrained, finetuned = load_file(pre / "model.safetensors"), load_file(ft / "model.safetensors")
+    for name in matched:
+        assert torch.equal(pretrained[name], finetuned[name]), name
 
 
 def test_pretrain_on_real_hippocampus(hippocampus, cache_dir, tmp_path, capsys):
@@ -110,6 +132,8 @@ def test_debug_shows_traceback(tmp_path, cache_dir, capsys):
         (["--method", "simclr"], "unknown method"),
         (["--channels", "a,b"], "comma-separated integers"),
         (["--scale-range", "1.5"], "2 comma-separated"),
+        (["--method", "mae", "--mask-block", "5"], "must divide the patch size 16"),
+        (["--method", "mae", "--mask-ratio", "1"], "mask ratio must lie in (0, 1)"),
     ],
 )
 def test_bad_options_are_usage_errors(args, message, synthetic_dataset, tmp_path, capsys):

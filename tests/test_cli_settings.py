@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 
 from cli_helpers import assert_one_line_error, run
 from vectorpose.cli import cli
+from vectorpose.cli_settings import ConfigFile, Settings
+from vectorpose.pretext.masking import MaskingConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.finetune import FinetuneConfig
 from vectorpose.training.pretrain import PretrainConfig
@@ -36,7 +38,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def test_options_carry_the_dataclass_defaults():
     """Each option of pretrain and finetune named after a field has that field's default (found by field name here)."""
     expected = {}
-    for cls in (PretrainConfig, PretextConfig):
+    for cls in (PretrainConfig, PretextConfig, MaskingConfig):
         for f in dataclasses.fields(cls):
             if f.metadata.get("help"):
                 expected[("pretrain", f.metadata.get("flag") or f.name.replace("_", "-"))] = f.default
@@ -119,6 +121,31 @@ def test_bad_config_files_are_one_line_errors(content, message, synthetic_datase
     code, _, err = run(["pretrain", synthetic_dataset, "--config", path, "--out", out, "--quiet"], capsys)
     assert_one_line_error(code, err, str(path), message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("file_content, given", [
+    ({"masking": {"block_size": 6}}, {("method",): "mae", ("pretext", "patch_size"): 48}),
+    ({"pretext": {"patch_size": 48}}, {("method",): "mae", ("masking", "block_size"): 6}),
+    ({}, {("method",): "mae", ("pretext", "patch_size"): 48, ("masking", "block_size"): 6}),
+    ({"method": "mae", "masking": {"block_size": 6, "ratio": 0.5}, "pretext": {"patch_size": 48}}, {}),
+])
+def test_settings_that_depend_on_each_other_are_checked_together(file_content, given, tmp_path):
+    """Block 6 fits patch 48 but not the default 32: whichever of file and flags brings which, only the result is checked."""
+    file = ConfigFile(tmp_path / "settings.json", {"pretrain": file_content})
+    config = Settings(PretrainConfig, file, "pretrain", given).build()
+    assert (config.method, config.pretext.patch_size, config.masking.block_size) == ("mae", 48, 6)
+
+
+def test_a_mae_run_reruns_from_its_config(synthetic_dataset, cache_dir, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    code, _, err = run(["pretrain", synthetic_dataset, "--out", first, "--cache", cache_dir, "--method", "mae", "--mask-ratio", "0.75",
+                        *PRETRAIN[:-2]], capsys)
+    assert code == 0, err
+    code, _, err = run(["pretrain", "--config", first / "config.json", "--out", second, "--cache", cache_dir, "--quiet"], capsys)
+    assert code == 0, err
+    assert config_of(first)["pretrain"] == config_of(second)["pretrain"]
+    assert config_of(second)["pretrain"]["masking"] == {"block_size": 4, "ratio": 0.75}
+    assert_same_weights(first, second)
 
 
 def test_data_is_needed_from_somewhere(tmp_path, capsys):

@@ -16,6 +16,7 @@ from .inference.predictor import load_segmenter, predict
 from .methods import get_method
 from .models.backbone import BackboneConfig, UNetBackbone
 from .models.dynunet_backbone import DynUNetBackboneConfig
+from .pretext.masking import MaskingConfig
 from .pretext.sample import PretextConfig, make_pretext_sample
 from .probe import ProbeConfig, ProbeResult, run_probe
 from .training.pretext_data import PretextDataset
@@ -28,6 +29,7 @@ __all__ = [
     "Dataset",
     "DynUNetBackboneConfig",
     "FinetuneConfig",
+    "MaskingConfig",
     "PreprocessingConfig",
     "PretextConfig",
     "PretextDataset",

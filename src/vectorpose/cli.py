@@ -290,7 +290,8 @@ def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Benchmark folder (rerun to finish an interrupted benchmark).")
-@click.option("--methods", default="scratch,genesis,vp,bfr,vectorpose", show_default=True, help="Comma-separated methods to compare.")
+@click.option("--methods", default="scratch,genesis,vp,bfr,vectorpose", show_default=True,
+              help="Comma-separated methods to compare: any of scratch, genesis, mae, vp, bfr, vectorpose.")
 @click.option("--fractions", default="0.05,0.1,0.25,1.0", show_default=True, help="Comma-separated labelled fractions of the training pool.")
 @click.option("--seeds", default=3, show_default=True, help="Seeds per fraction (seeds 0..N-1; each draws its own labelled cases).")
 @click.option("--pretrain-steps", default=2000, show_default=True, help="Pretraining steps of every method.")
@@ -346,7 +347,8 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--method", default="vectorpose", show_default=True, help="Pretext method.")
+@click.option("--method", default="vectorpose", show_default=True,
+              help="Pretext method: vectorpose, vp, bfr, genesis or mae (with the default mask blocks).")
 @click.option("--patch", default=32, show_default=True, help="Patch side P.")
 @click.option("--batch", default=4, show_default=True, help="Crops per step.")
 @click.option("--steps", default=20, show_default=True, help="Timed steps per measurement.")

@@ -180,7 +180,11 @@ class Settings:
             section = self.file.content.get(self.section, self.file.content)
             if not isinstance(section, dict):
                 raise VectorPoseError(f"{self.file.path}: {self.section!r} must be a JSON object")
-            merged = _merge(config.to_json(), section, self.file.path, (), _group_names(self.cls))
+            defaults = config.to_json()
+            for name in _group_names(self.cls):
+                # a group the JSON leaves out (masking, for a method that masks nothing) may still be set
+                defaults.setdefault(name, getattr(config, name).to_json())
+            merged = _merge(defaults, section, self.file.path, (), _group_names(self.cls))
             for f in dataclasses.fields(self.cls):
                 excluded = f.metadata.get("excludes")
                 if excluded and section.get(f.name) is not None and excluded not in section:
@@ -192,8 +196,7 @@ class Settings:
         try:
             for name, value in overrides.items():
                 config = _replace(config, (name,), value)
-            for path, value in self.given.items():
-                config = _replace(config, path, value)
+            config = _replace_all(config, self.given)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         return config
@@ -231,6 +234,25 @@ def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
     if excluded and value is not None:
         changes[excluded] = None
     return dataclasses.replace(config, **changes)
+
+
+def _replace_all(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
+    """``config`` with the field at every path of ``changes`` set, in one ``replace`` per dataclass: checks
+    that tie fields together (``--method mae``, ``--patch``, ``--mask-block``) see only the final values,
+    whatever the order of the options. A field set later in ``changes`` resets a field it ``excludes``."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[tuple[str, ...], Any]] = {}
+    for path, value in changes.items():
+        if len(path) > 1:
+            nested.setdefault(path[0], {})[path[1:]] = value
+            continue
+        top[path[0]] = value
+        excluded = next(f.metadata.get("excludes") for f in dataclasses.fields(config) if f.name == path[0])
+        if excluded and value is not None:
+            top[excluded] = None
+    for name, group in nested.items():
+        top[name] = _replace_all(getattr(config, name), group)
+    return dataclasses.replace(config, **top) if top else config
 
 
 def config_options(cls: type, section: str):

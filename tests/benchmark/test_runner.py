@@ -11,6 +11,7 @@ from vectorpose.data.synthetic import LABELS
 from vectorpose.benchmark.stats import paired_difference, summarise_values
 from vectorpose.errors import VectorPoseError
 from vectorpose.models.backbone import BackboneConfig
+from vectorpose.pretext.masking import MaskingConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.finetune import FinetuneConfig
 from vectorpose.training.pretrain import PretrainConfig
@@ -178,6 +179,34 @@ def test_methods_share_one_recipe():
     assert {k: v for k, v in pre["vectorpose"].items() if k != "method"} == {k: v for k, v in pre["genesis"].items() if k != "method"}
     ft = config.finetune_config(0.4, 1)
     assert ft.backbone == SMALL and ft.label_fraction == 0.4 and ft.seed == 1 and ft.steps == 2
+
+
+def test_mae_joins_the_study(benchmark_data, tmp_path, monkeypatch):
+    """scratch, genesis and mae in one benchmark: mae pretrains with its masking, which the recipe then holds."""
+    data, _ = benchmark_data
+    out = tmp_path / "bench"
+    config = tiny(methods=("scratch", "genesis", "mae"), fractions=(1.0,), seeds=1)
+    run = run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    assert sorted(c["method"] for c in run.cells) == ["genesis", "mae", "scratch"]
+    saved = json.loads((out / "pretrain" / "mae" / "config.json").read_text(encoding="utf-8"))["pretrain"]
+    assert saved["method"] == "mae" and saved["masking"] == MaskingConfig().to_json()
+    assert "masking" not in json.loads((out / "pretrain" / "genesis" / "config.json").read_text(encoding="utf-8"))["pretrain"]
+    assert "mae" in (out / "report.md").read_text(encoding="utf-8")
+    pretrains = Counter(monkeypatch, "pretrain")
+    run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    assert pretrains.calls == 0
+    other_masking = replace(config.pretraining, masking=MaskingConfig(block_size=8))
+    with pytest.raises(VectorPoseError, match="pretraining"):
+        run_benchmark(data, out, replace(config, pretraining=other_masking), progress=False)
+
+
+def test_the_recipe_holds_the_masking_only_with_mae():
+    assert "masking" not in tiny().recipe()["pretraining"]
+    assert tiny(methods=("scratch", "mae")).recipe()["pretraining"]["masking"] == {"block_size": 4, "ratio": 0.6}
+    bad = replace(tiny().pretraining, masking=MaskingConfig(block_size=5))
+    tiny(pretraining=bad)  # no method masks, so the block is never used
+    with pytest.raises(ValueError, match="must divide the patch size 16"):
+        tiny(methods=("scratch", "mae"), pretraining=bad)
 
 
 def test_cli_benchmark_rejects_bad_options(benchmark_data, tmp_path, capsys):

@@ -30,6 +30,16 @@ def test_bench_writes_consistent_results(workers, synthetic_dataset, tmp_path, c
     assert_one_line_error(code, err, str(out), "--overwrite")
 
 
+def test_bench_times_mae_and_refuses_blocks_that_do_not_fit(synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code, _, err = run(["bench", synthetic_dataset, *TINY, "--method", "mae", "--workers", "0", "--cache", tmp_path / "cache", "--out", out], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["settings"]["method"] == "mae" and result["reference_samples_per_s"] > 0 and result["full_step_s"] > 0
+    code, _, err = run(["bench", synthetic_dataset, "--method", "mae", "--patch", "18", "--channels", "4,8,16", "--cache", tmp_path / "cache"], capsys)
+    assert code == 2 and "mask block size 4 must divide the patch size 18" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("boundary_in, main_process_pads", [("workers", False), ("device", True)])
 def test_bench_profiles_show_where_the_boundary_is_made(boundary_in, main_process_pads, synthetic_dataset, tmp_path, capsys):
     """The boundary target's replicate padding (the network pads with zeros) is in the training

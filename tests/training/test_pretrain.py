@@ -9,6 +9,7 @@ import torch
 
 from vectorpose.errors import VectorPoseError
 from vectorpose.models.backbone import BackboneConfig
+from vectorpose.pretext.masking import MaskingConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.resume import load_resume_state
 from vectorpose.training.pretrain import PretrainConfig, load_pretext_network, pretrain
@@ -17,7 +18,7 @@ from vectorpose.training.speed import SpeedOptions
 TINY = dict(batch_size=2, log_every=2, backbone=BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1), pretext=PretextConfig(patch_size=16))
 
 
-@pytest.mark.parametrize("method", ["vectorpose", "vp", "bfr", "genesis"])
+@pytest.mark.parametrize("method", ["vectorpose", "vp", "bfr", "genesis", "mae"])
 def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path, method):
     out = tmp_path / "run"
     result = pretrain(synthetic_dataset, out, PretrainConfig(method=method, steps=4, **TINY), cache_dir=cache_dir, progress=False)
@@ -26,7 +27,8 @@ def test_pretrain_writes_a_reloadable_run(synthetic_dataset, cache_dir, tmp_path
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
-    expected_terms = {"vectorpose": {"vp", "rec", "boundary"}, "vp": {"vp"}, "bfr": {"rec", "boundary"}, "genesis": {"rec"}}[method]
+    expected_terms = {"vectorpose": {"vp", "rec", "boundary"}, "vp": {"vp"}, "bfr": {"rec", "boundary"}, "genesis": {"rec"},
+                      "mae": {"rec"}}[method]
     assert expected_terms <= set(rows[0]) and not ({"vp", "rec", "boundary"} - expected_terms) & set(rows[0])
 
     reloaded, meta = load_pretext_network(out)
@@ -63,6 +65,32 @@ def test_losses_fall_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path):
     assert last["rec"] < first["rec"]
 
 
+def test_mae_loss_falls_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path):
+    """The hidden-voxel error falls below its level at the start, averaged over log windows (single batches are noisy)."""
+    config = PretrainConfig(method="mae", steps=60, lr=3e-3, **(TINY | {"log_every": 10, "batch_size": 4}))
+    pretrain(synthetic_dataset, tmp_path / "run", config, cache_dir=cache_dir, progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    rec = [r["rec"] for r in rows]
+    print([round(r, 4) for r in rec])
+    assert len(rec) == 6 and set(rows[0]) >= {"rec", "total"} and "vp" not in rows[0]
+    assert sum(rec[-2:]) / 2 < 0.7 * rec[0]
+
+
+def test_mae_masks_the_crops_it_trains_on(synthetic_dataset, cache_dir, tmp_path):
+    """Only mae draws masks, with its settings; config.json records them for mae alone."""
+    from vectorpose.data.preprocessing import PreprocessingConfig, preprocess_dataset
+    from vectorpose.data.datasets import load_dataset
+    from vectorpose.training.pretrain import rank_dataset
+
+    volumes, _ = preprocess_dataset(load_dataset(synthetic_dataset), PreprocessingConfig(modality="MRI"), cache_dir)
+    mae = PretrainConfig(method="mae", masking=MaskingConfig(block_size=8, ratio=0.75), **TINY)
+    sample = rank_dataset(volumes, mae, 0)[3]
+    assert sample["mask"].shape == (1, 16, 16, 16) and sample["mask"].sum() == 6 * 8**3  # round(0.75 * 8) blocks of 8^3
+    assert "mask" not in rank_dataset(volumes, PretrainConfig(method="genesis", **TINY), 0)[3]
+    assert mae.to_json()["masking"] == {"block_size": 8, "ratio": 0.75}
+    assert "masking" not in PretrainConfig(method="genesis", masking=MaskingConfig(block_size=8), **TINY).to_json()
+
+
 def test_resume_continues_to_more_steps(synthetic_dataset, cache_dir, tmp_path):
     out = tmp_path / "run"
     pretrain(synthetic_dataset, out, PretrainConfig(steps=2, **TINY), cache_dir=cache_dir, progress=False)
@@ -97,6 +125,8 @@ def test_overwrite_replaces_and_resume_needs_state(synthetic_dataset, cache_dir,
         (dict(method="vp", loss_weights={"rec": 2.0}), "no 'rec' term"),
         (dict(device="tpu"), "device"),
         (dict(method="scratch"), "trains no pretext task"),
+        (dict(method="mae", masking=MaskingConfig(block_size=5)), "must divide the patch size 16"),
+        (dict(method="mae", masking=MaskingConfig(block_size=4, ratio=0.001)), "hides 0 of the 64 blocks"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -107,3 +137,9 @@ def test_config_validation(kwargs, match):
 def test_config_json_round_trip():
     config = PretrainConfig(method="bfr", loss_weights={"boundary": 0.5}, **TINY)
     assert PretrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    config = PretrainConfig(method="mae", loss_weights={"rec": 2.0}, masking=MaskingConfig(block_size=8, ratio=0.7), **TINY)
+    assert PretrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_a_mask_block_that_fits_no_patch_is_fine_for_methods_that_do_not_mask():
+    PretrainConfig(method="vectorpose", masking=MaskingConfig(block_size=5), **TINY)

@@ -97,6 +97,9 @@ class BenchmarkConfig:
                 raise ValueError(f"a pretrained run is given for {name!r}, which is not among the methods {self.methods}")
             if not get_method(name).pretrains:
                 raise ValueError(f"method {name!r} does not pretrain; it takes no pretrained run")
+        for m in self.methods:
+            if get_method(m).pretrains:
+                self.pretrain_config(m)  # e.g. a mask block that does not divide the patch
         self.finetune_config(self.fractions[0], 0)  # the recipe must be valid before anything runs
 
     def pretrain_config(self, method: str) -> PretrainConfig:
@@ -116,6 +119,9 @@ class BenchmarkConfig:
         for key in ("method", "seed", "label_fraction", "labelled"):
             d["pretraining"].pop(key, None)
             d["finetuning"].pop(key, None)
+        if any(get_method(m).masked_input for m in self.methods):
+            # only then: the recipe of a benchmark without mae stays what it was before mae existed
+            d["pretraining"]["masking"] = self.pretraining.masking.to_json()
         return d
 
     def cells(self) -> list[tuple[str, float, int]]:

@@ -36,6 +36,7 @@ from ..devices import resolve_device
 from ..errors import DataError
 from ..methods import get_method
 from ..models.backbone import BackboneConfig
+from ..pretext.masking import MaskingConfig
 from ..pretext.sample import PretextConfig
 from ..training.prefetch import DevicePrefetcher
 from ..training.pretext_data import PretextDataset, pipeline_collate
@@ -83,6 +84,10 @@ def measure_throughput(
     """Measure (a)–(d) above on the scans of ``data``; returns the numbers, the settings and the machine."""
     if steps < 1 or warmup < 0 or reference_samples < 1:
         raise ValueError(f"steps and reference_samples must be positive and warmup >= 0, got {steps}, {reference_samples}, {warmup}")
+    # a method that masks its input (mae) gets the default blocks, as `pretrain` would; checked before any work
+    masking = MaskingConfig() if get_method(method).masked_input else None
+    if masking is not None:
+        masking.grid(patch_size)
     host = machine()  # before any work: what this process was given
     dataset = load_dataset(data, modality)
     if dataset.modality is None:
@@ -90,7 +95,7 @@ def measure_throughput(
     volumes, _ = preprocess_dataset(dataset.images_only(), PreprocessingConfig(modality=dataset.modality), cache_dir)
     dev = resolve_device(device)
     pretext = PretextConfig(patch_size=patch_size)
-    samples = PretextDataset(volumes, pretext, seed)
+    samples = PretextDataset(volumes, pretext, seed, masking=masking)
     needs_boundary = get_method(method).boundary_weight > 0
     network, train_step = _training_step(method, backbone, speed, dev, seed)
     total = warmup + steps
@@ -117,7 +122,7 @@ def measure_throughput(
     if profile_dir is not None:
         _profile(Path(profile_dir), dev, train_step, cached, prepared(workers, 2 * total), warmup, min(steps, PROFILED_STEPS))
 
-    reference_rate = _reference_rate(volumes, pretext, reference_samples, seed)
+    reference_rate = _reference_rate(volumes, pretext, masking, reference_samples, seed)
     return {
         "settings": {"data": str(Path(data).resolve()), "method": method, "patch_size": patch_size, "batch_size": batch_size,
                      "steps": steps, "warmup": warmup, "workers": workers, "device": str(dev), "backbone": backbone.to_json(),
@@ -177,13 +182,13 @@ def _step_time(step, warmup: int, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - tic) / steps
 
 
-def _reference_rate(volumes: list, pretext: PretextConfig, samples: int, seed: int) -> float:
+def _reference_rate(volumes: list, pretext: PretextConfig, masking: MaskingConfig | None, samples: int, seed: int) -> float:
     """(d): samples per second of the per-crop SciPy reference, drawing volumes as the dataset does."""
     tic = time.perf_counter()
     for i in range(samples):
         rng = np.random.default_rng([seed, i])
         v = volumes[int(rng.integers(len(volumes)))]
-        reference_sample(np.asarray(v.image()), v.intensity_range, rng, pretext)
+        reference_sample(np.asarray(v.image()), v.intensity_range, rng, pretext, masking)
     return samples / (time.perf_counter() - tic)
 
 

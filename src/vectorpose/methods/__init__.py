@@ -4,6 +4,6 @@ A new method is a new module here that calls :func:`register`.
 """
 
 from .base import METHODS, PretextMethod, get_method, register
-from . import baselines, vectorpose  # noqa: F401  (registers scratch, genesis; vectorpose, vp, bfr)
+from . import baselines, mae, vectorpose  # noqa: F401  (registers scratch, genesis; mae; vectorpose, vp, bfr)
 
 __all__ = ["METHODS", "PretextMethod", "get_method", "register"]

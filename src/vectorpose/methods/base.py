@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..losses.masked import masked_mse
 from ..losses.vector import vector_loss
 from ..models.backbones import AnyBackboneConfig
 from ..models.pretext_network import PretextNetwork
@@ -21,6 +22,11 @@ class PretextMethod:
     name it like any other method. Batches are dicts with ``"input"`` ``(B, 1, P, P, P)``, ``"clean"`` ``(B, 1, P, P, P)`` in
     ``[0, 1]`` and ``"vectors"`` ``(B, 9, 3)`` (see :mod:`vectorpose.pretext.sample`); a ``"boundary"``
     ``(B, 1, P, P, P)`` already computed by the data pipeline is used as the boundary target.
+
+    ``masked_input`` (masked image modelling): the input is the clean crop with random blocks hidden
+    instead of a corrupted one, the batch carries their ``"mask"`` ``(B, 1, P, P, P)`` (bool), and the
+    reconstruction term is the mean squared error over the hidden voxels
+    (:func:`~vectorpose.losses.masked.masked_mse`) instead of L1 over all voxels.
     """
 
     name: str
@@ -29,6 +35,7 @@ class PretextMethod:
     reconstruction_weight: float = 0.0
     boundary_weight: float = 0.0
     pretrains: bool = True
+    masked_input: bool = False
 
     def __post_init__(self):
         weights = (self.vector_weight, self.reconstruction_weight, self.boundary_weight)
@@ -37,11 +44,15 @@ class PretextMethod:
         if not self.pretrains:
             if any(weights):
                 raise ValueError(f"method {self.name!r} does not pretrain, so its loss weights must be 0, got {weights}")
+            if self.masked_input:
+                raise ValueError(f"method {self.name!r} does not pretrain, so it masks no input")
             return
         if self.boundary_weight > 0 and self.reconstruction_weight == 0:
             raise ValueError(f"method {self.name!r}: a boundary term needs the reconstruction term")
         if self.vector_weight == 0 and self.reconstruction_weight == 0:
             raise ValueError(f"method {self.name!r} has no loss term")
+        if self.masked_input and self.reconstruction_weight == 0:
+            raise ValueError(f"method {self.name!r}: a masked input needs the reconstruction term")
 
     def build_network(self, backbone: AnyBackboneConfig) -> PretextNetwork:
         if not self.pretrains:
@@ -62,7 +73,10 @@ class PretextMethod:
             terms.update({"vp": vp["total"], "vp_r": vp["r"], "vp_theta": vp["theta"], "vp_phi": vp["phi"]})
             total = total + self.vector_weight * vp["total"]
         if self.reconstruction_weight > 0:
-            terms["rec"] = F.l1_loss(outputs["restored"], batch["clean"])
+            if self.masked_input:
+                terms["rec"] = masked_mse(outputs["restored"], batch["clean"], batch["mask"])
+            else:
+                terms["rec"] = F.l1_loss(outputs["restored"], batch["clean"])
             total = total + self.reconstruction_weight * terms["rec"]
         if self.boundary_weight > 0:
             target = batch.get("boundary")

@@ -6,6 +6,10 @@ patch to ``[0, 1]`` with the volume's own intensity range, corrupt it (Models Ge
 map the corrupted patch back to the normalised intensity units that fine-tuning and inference use,
 so the network sees one input distribution across all stages. The boundary target is computed later
 on the whole batch, on the training device (:func:`~vectorpose.pretext.boundary.boundary_target`).
+
+With ``masking`` (masked image modelling, :mod:`~vectorpose.pretext.masking`) the same crop and
+orientation are drawn, and random blocks are hidden instead of corrupting the patch: for one seed,
+every method then trains on the same crops and differs only in what it does to them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 
 from ..settings import setting
 from .corruption import CorruptionConfig, corrupt
+from .masking import MaskingConfig, block_mask, mask_patch
 from .crop_geometry import CropGeometry, extract_crop, sample_crop_geometry
 from .orientation import Orientation, sample_orientation
 from .vectors import vector_targets
@@ -65,9 +70,10 @@ class PretextConfig:
 class PretextSample:
     """Tensors of one sample (``P`` = patch side) and the geometry they came from.
 
-    input: ``(1, P, P, P)`` corrupted patch in normalised intensity units (the network input).
+    input: ``(1, P, P, P)`` corrupted (or block-masked) patch in normalised intensity units (the network input).
     clean: ``(1, P, P, P)`` re-oriented clean patch in ``[0, 1]`` (the restoration target).
     vectors: ``(9, 3)`` encoded vector targets.
+    mask: ``(1, P, P, P)`` bool, ``True`` where a voxel was hidden; ``None`` for a corrupted patch.
     """
 
     input: torch.Tensor
@@ -75,6 +81,7 @@ class PretextSample:
     vectors: torch.Tensor
     geometry: CropGeometry
     orientation: Orientation
+    mask: torch.Tensor | None = None
 
 
 def make_pretext_sample(
@@ -82,11 +89,13 @@ def make_pretext_sample(
     intensity_range: tuple[float, float],
     rng: np.random.Generator,
     config: PretextConfig = PretextConfig(),
+    masking: MaskingConfig | None = None,
 ) -> PretextSample:
     """Draw one sample from a normalised RAS+ volume of shape ``(X, Y, Z)``.
 
     ``intensity_range`` is the volume's ``(min, max)``: ``min`` is the background that pads crops
     sticking out of the volume, and the range maps intensities to ``[0, 1]`` for the corruptions.
+    With ``masking`` the patch is block-masked instead of corrupted (``config.corruption`` is unused).
     """
     vmin, vmax = intensity_range
     if not vmax > vmin:
@@ -95,12 +104,18 @@ def make_pretext_sample(
     orientation = sample_orientation(rng, config.flip_prob, config.rotate)
     crop = extract_crop(volume, geometry, pad_value=vmin)[0]
     clean = orientation.apply_to_patch(((crop - vmin) / (vmax - vmin)).clamp_(0.0, 1.0)).contiguous()
-    corrupted = corrupt(clean.numpy(), rng, config.corruption)
-    network_input = torch.from_numpy(corrupted) * (vmax - vmin) + vmin
+    if masking is None:
+        mask = None
+        changed = corrupt(clean.numpy(), rng, config.corruption)
+    else:
+        mask = block_mask(config.patch_size, masking, rng)
+        changed = mask_patch(clean.numpy(), mask)
+    network_input = torch.from_numpy(changed) * (vmax - vmin) + vmin
     return PretextSample(
         input=network_input[None].float(),
         clean=clean[None],
         vectors=torch.from_numpy(vector_targets(geometry, orientation)),
         geometry=geometry,
         orientation=orientation,
+        mask=None if mask is None else torch.from_numpy(mask.copy())[None],
     )

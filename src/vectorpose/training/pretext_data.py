@@ -15,20 +15,26 @@ from torch.utils.data import Dataset, default_collate
 
 from ..data.preprocessing import PreprocessedVolume
 from ..pretext.boundary import boundary_target
+from ..pretext.masking import MaskingConfig
 from ..pretext.sample import PretextConfig, make_pretext_sample
 from .speed import SpeedOptions
 
 
 class PretextDataset(Dataset):
-    """``dataset[i]`` -> ``{"input", "clean", "vectors"}`` tensors (see :class:`~vectorpose.pretext.sample.PretextSample`)."""
+    """``dataset[i]`` -> ``{"input", "clean", "vectors"}`` tensors, and ``"mask"`` with ``masking``
+    (see :class:`~vectorpose.pretext.sample.PretextSample`)."""
 
-    def __init__(self, volumes: list[PreprocessedVolume], config: PretextConfig, seed: int, stream: int = 0):
+    def __init__(self, volumes: list[PreprocessedVolume], config: PretextConfig, seed: int, stream: int = 0,
+                 masking: MaskingConfig | None = None):
         if not volumes:
             raise ValueError("volumes is empty")
         if stream < 0:
             raise ValueError(f"stream must be >= 0, got {stream}")
+        if masking is not None:
+            masking.grid(config.patch_size)  # refuse a block that does not tile the patch before any worker starts
         self.volumes = list(volumes)
         self.config = config
+        self.masking = masking
         self.seed = int(seed)
         self.stream = int(stream)
         self._arrays: dict[int, np.ndarray] = {}
@@ -50,8 +56,11 @@ class PretextDataset(Dataset):
         spawn_key = (self.stream,) if self.stream else ()
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index)], spawn_key=spawn_key))
         k = int(rng.integers(len(self.volumes)))
-        sample = make_pretext_sample(self._array(k), self.volumes[k].intensity_range, rng, self.config)
-        return {"input": sample.input, "clean": sample.clean, "vectors": sample.vectors}
+        sample = make_pretext_sample(self._array(k), self.volumes[k].intensity_range, rng, self.config, self.masking)
+        tensors = {"input": sample.input, "clean": sample.clean, "vectors": sample.vectors}
+        if sample.mask is not None:
+            tensors["mask"] = sample.mask
+        return tensors
 
     def __getstate__(self):
         # never pickle open memory maps into worker processes

@@ -24,6 +24,7 @@ from ..methods import PretextMethod, get_method
 from ..models.backbone import BackboneConfig
 from ..models.backbones import AnyBackboneConfig, backbone_from_json
 from ..models.pretext_network import PretextNetwork
+from ..pretext.masking import MaskingConfig
 from ..pretext.sample import PretextConfig
 from ..settings import setting, settings_group
 from ..models.files import MODEL_FILE, load_model, load_weights, save_model
@@ -38,9 +39,13 @@ from .speed import SpeedOptions
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Every setting of a pretraining run; saved as ``config.json`` in the run folder."""
+    """Every setting of a pretraining run; saved as ``config.json`` in the run folder.
 
-    method: str = setting("vectorpose", "Pretext method: vectorpose, vp, bfr or genesis.")
+    ``masking`` is used only by a method that masks its input (``mae``), and only such a run records
+    it in ``config.json``, so the files of every other method are as before it existed.
+    """
+
+    method: str = setting("vectorpose", "Pretext method: vectorpose (VP + BFR), vp, bfr, genesis or mae (masked image modelling).")
     steps: int = setting(2000, "Optimisation steps.")
     batch_size: int = setting(4, "Crops per step (per process under torchrun).", flag="batch")
     lr: float = setting(1e-3, "AdamW learning rate (cosine schedule).")
@@ -53,6 +58,7 @@ class PretrainConfig:
     loss_weights: dict[str, float] | None = None
     backbone: AnyBackboneConfig = field(default_factory=BackboneConfig)
     pretext: PretextConfig = settings_group(PretextConfig)
+    masking: MaskingConfig = settings_group(MaskingConfig)
 
     def __post_init__(self):
         if not get_method(self.method).pretrains:
@@ -70,7 +76,12 @@ class PretrainConfig:
             raise ValueError(
                 f"patch size {self.pretext.patch_size} must be a multiple of {self.backbone.size_divisor} (the product of the backbone's strides)"
             )
-        self.build_method()
+        if self.build_method().masked_input:
+            self.masking.grid(self.pretext.patch_size)
+
+    def input_masking(self) -> MaskingConfig | None:
+        """The masking the crops get: ``masking`` for a method that masks its input, else ``None``."""
+        return self.masking if get_method(self.method).masked_input else None
 
     def build_method(self) -> PretextMethod:
         """The method with ``loss_weights`` applied (only to terms the method has)."""
@@ -91,6 +102,9 @@ class PretrainConfig:
         d = asdict(self)
         d["backbone"] = self.backbone.to_json()
         d["pretext"] = self.pretext.to_json()
+        d.pop("masking")
+        if (masking := self.input_masking()) is not None:
+            d["masking"] = masking.to_json()
         return d
 
     @classmethod
@@ -98,6 +112,8 @@ class PretrainConfig:
         d = dict(d)
         d["backbone"] = backbone_from_json(d["backbone"])
         d["pretext"] = PretextConfig.from_json(d["pretext"])
+        if "masking" in d:
+            d["masking"] = MaskingConfig.from_json(d["masking"])
         return cls(**d)
 
 
@@ -146,7 +162,7 @@ def rank_dataset(volumes: list, config: PretrainConfig, rank: int) -> PretextDat
     """
     if rank < 0:
         raise ValueError(f"rank must be >= 0, got {rank}")
-    return PretextDataset(volumes, config.pretext, config.seed, stream=rank)
+    return PretextDataset(volumes, config.pretext, config.seed, stream=rank, masking=config.input_masking())
 
 
 def pretext_losses(model: torch.nn.Module, method: PretextMethod, batch: dict[str, torch.Tensor], speed: SpeedOptions,
