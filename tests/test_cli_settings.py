@@ -11,8 +11,10 @@ import pytest
 from safetensors.torch import load_file
 
 from cli_helpers import assert_one_line_error, run
+from vectorpose.benchmark.runner import BenchmarkConfig
 from vectorpose.cli import cli
 from vectorpose.cli_settings import ConfigFile, Settings
+from vectorpose.probe.runner import ProbeConfig
 from vectorpose.pretext.masking import MaskingConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.training.finetune import FinetuneConfig
@@ -36,17 +38,17 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_options_carry_the_dataclass_defaults():
-    """Each option of pretrain and finetune named after a field has that field's default (found by field name here)."""
+    """Each option named after a field of a configuration class has that field's default (found by field name here)."""
     expected = {}
-    for cls in (PretrainConfig, PretextConfig, MaskingConfig):
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("help"):
-                expected[("pretrain", f.metadata.get("flag") or f.name.replace("_", "-"))] = f.default
-    for f in dataclasses.fields(FinetuneConfig):
-        if f.metadata.get("help"):
-            flag = f.metadata.get("flag") or f.name.replace("_", "-")
-            expected[("finetune", flag if isinstance(flag, str) else flag[0])] = f.default
-    assert len(expected) >= 25
+    classes = {"pretrain": (PretrainConfig, PretextConfig, MaskingConfig), "finetune": (FinetuneConfig,),
+               "benchmark": (BenchmarkConfig,), "probe": (ProbeConfig,)}
+    for command, group in classes.items():
+        for cls in group:
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("help"):
+                    flag = f.metadata.get("flag") or f.name.replace("_", "-")
+                    expected[(command, flag if isinstance(flag, str) else flag[0])] = f.default
+    assert len(expected) >= 40
     for (command, flag), default in expected.items():
         param = next(p for p in cli.commands[command].params if f"--{flag}" in p.opts)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -162,3 +164,13 @@ def test_commands_without_settings_classes_take_their_options_from_the_file(tmp_
     assert not (tmp_path / "ignored").exists()  # where results go is never read from a file
     code, stdout, err = run(["synth", tmp_path / "data3", "--config", settings, "--cases", "3"], capsys)
     assert code == 0 and "wrote 3 synthetic cases" in stdout, err
+
+
+def test_a_benchmark_recipe_gives_back_its_configuration(tmp_path):
+    config = BenchmarkConfig(methods=("scratch", "mae"), fractions=(0.1,), pretrain_steps=7, finetune_steps=9, val_every=3,
+                             split_seed=2, transfer="all", pretrain_seed=4)
+    saved = {"data": "somewhere", "recipe": config.recipe()}
+    rebuilt = Settings(BenchmarkConfig, ConfigFile(tmp_path / "benchmark.json", saved), "recipe",
+                       {("methods",): ("scratch", "mae"), ("fractions",): (0.1,)}).build()
+    assert rebuilt.recipe() == config.recipe() and rebuilt.methods == config.methods
+    assert BenchmarkConfig.from_json(config.to_json()) == config

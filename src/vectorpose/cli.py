@@ -16,6 +16,7 @@ from .cli_settings import Settings, config_file_option, config_options, given
 from .errors import DatasetError, TrainingStopped, VectorPoseError
 from .models.backbone import BackboneConfig
 from .training.finetune import FinetuneConfig
+from .benchmark.runner import BenchmarkConfig
 from .probe.runner import ProbeConfig
 from .training.pretrain import PretrainConfig
 
@@ -290,30 +291,21 @@ def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Benchmark folder (rerun to finish an interrupted benchmark).")
-@click.option("--methods", default="scratch,genesis,vp,bfr,vectorpose", show_default=True,
-              help="Comma-separated methods to compare: any of scratch, genesis, mae, vp, bfr, vectorpose.")
-@click.option("--fractions", default="0.05,0.1,0.25,1.0", show_default=True, help="Comma-separated labelled fractions of the training pool.")
-@click.option("--seeds", default=3, show_default=True, help="Seeds per fraction (seeds 0..N-1; each draws its own labelled cases).")
-@click.option("--pretrain-steps", default=2000, show_default=True, help="Pretraining steps of every method.")
-@click.option("--finetune-steps", default=1000, show_default=True, help="Fine-tuning steps of every cell.")
-@click.option("--val-every", default=100, show_default=True, help="Steps between validation rounds while fine-tuning.")
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the fixed test / validation split.")
-@click.option("--transfer", type=click.Choice(["encoder", "all"]), default="encoder", show_default=True, help="What fine-tuning loads.")
+@config_options(BenchmarkConfig, section="recipe")
 @click.option("--test-data", type=click.Path(path_type=Path), default=None, help="External labelled dataset, scored with every model.")
 @click.option("--pretrained", "pretrained", multiple=True, metavar="METHOD=RUN",
               help="Use an existing pretraining run for METHOD instead of pretraining it here (repeatable).")
 @click.option("--notes", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Markdown file appended to report.md.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@config_file_option
-def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, pretrain_steps: int, finetune_steps: int, val_every: int,
-              split_seed: int, transfer: str, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None, device: str,
-              workers: int, cache: Path | None, quiet: bool) -> None:
-    """Compare pretraining methods on DATA under one fine-tuning recipe, over label fractions and seeds."""
+def benchmark(data: Path, out: Path, settings: Settings, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None,
+              cache: Path | None, quiet: bool) -> None:
+    """Compare pretraining methods on DATA under one fine-tuning recipe, over label fractions and seeds.
+
+    --config takes a benchmark's own benchmark.json (its recipe and data) or a file of settings.
+    """
     from .benchmark.report import convergence_warnings, headline_table
-    from .benchmark.runner import BenchmarkConfig, run_benchmark
+    from .benchmark.runner import run_benchmark
 
     supplied = {}
     for item in pretrained:
@@ -321,14 +313,7 @@ def benchmark(data: Path, out: Path, methods: str, fractions: str, seeds: int, p
         if not sep or not name or not path:
             raise click.UsageError(f"--pretrained takes METHOD=RUN, got {item!r}")
         supplied[name] = path
-    try:
-        config = BenchmarkConfig(
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), fractions=tuple(_floats(fractions)), seeds=seeds,
-            pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, val_every=val_every, split_seed=split_seed,
-            transfer=transfer, device=device, workers=workers, pretrained=supplied,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = settings.build(**({"pretrained": supplied} if supplied else {}))
     note_text = None
     if notes is not None:
         try:

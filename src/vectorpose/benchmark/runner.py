@@ -36,10 +36,12 @@ from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
 from ..methods import get_method
 from ..models.files import load_model
+from ..settings import setting
 from ..training.convergence import convergence, validation_curve
 from ..training.finetune import FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
 from ..training.run import METRICS_FILE
+from ..training.transfer import TRANSFER_MODES
 from ..utils.files import write_json
 
 BENCHMARK_FILE = "benchmark.json"
@@ -61,17 +63,17 @@ class BenchmarkConfig:
     change between a run and its resumption; everything else must stay the same.
     """
 
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    seeds: int = 3
-    pretrain_steps: int = 2000
-    finetune_steps: int = 1000
-    val_every: int = 100
-    split_seed: int = 0
-    transfer: str = "encoder"
-    pretrain_seed: int = 0
-    device: str = "auto"
-    workers: int = 0
+    methods: tuple[str, ...] = setting(DEFAULT_METHODS, "Comma-separated methods to compare: any of scratch, genesis, mae, vp, bfr, vectorpose.")
+    fractions: tuple[float, ...] = setting(DEFAULT_FRACTIONS, "Comma-separated labelled fractions of the training pool.")
+    seeds: int = setting(3, "Seeds per fraction (seeds 0..N-1; each draws its own labelled cases).")
+    pretrain_steps: int = setting(2000, "Pretraining steps of every method.")
+    finetune_steps: int = setting(1000, "Fine-tuning steps of every cell.")
+    val_every: int = setting(100, "Steps between validation rounds while fine-tuning.")
+    split_seed: int = setting(0, "Seed of the fixed test / validation split.")
+    transfer: str = setting("encoder", "What fine-tuning loads.", choices=TRANSFER_MODES)
+    pretrain_seed: int = setting(0, "Seed of every pretraining run.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(0, "DataLoader worker processes.")
     pretrained: dict[str, str] = field(default_factory=dict)
     pretraining: PretrainConfig = field(default_factory=PretrainConfig)
     finetuning: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -110,6 +112,20 @@ class BenchmarkConfig:
         return replace(self.finetuning, steps=self.finetune_steps, label_fraction=fraction, labelled=None, seed=seed,
                        split_seed=self.split_seed, transfer=self.transfer, val_every=self.val_every, device=self.device,
                        workers=self.workers, backbone=self.pretraining.backbone)
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("pretraining", "finetuning")}
+        d.update(methods=list(self.methods), fractions=list(self.fractions), pretraining=self.pretraining.to_json(),
+                 finetuning=self.finetuning.to_json())
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> BenchmarkConfig:
+        """From ``to_json`` or a saved ``recipe`` (whose recipes leave out what each run sets itself)."""
+        d = dict(d)
+        d["pretraining"] = PretrainConfig.from_json(d["pretraining"])
+        d["finetuning"] = FinetuneConfig.from_json(d["finetuning"])
+        return cls(**d)
 
     def recipe(self) -> dict:
         """The settings that decide the numbers (for the resumption check and the report)."""
