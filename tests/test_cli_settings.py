@@ -174,3 +174,8 @@ def test_a_benchmark_recipe_gives_back_its_configuration(tmp_path):
                        {("methods",): ("scratch", "mae"), ("fractions",): (0.1,)}).build()
     assert rebuilt.recipe() == config.recipe() and rebuilt.methods == config.methods
     assert BenchmarkConfig.from_json(config.to_json()) == config
+
+
+def test_two_ways_to_say_one_thing_are_refused_together(synthetic_dataset, tmp_path, capsys):
+    code, _, err = run(["finetune", synthetic_dataset, "--out", tmp_path / "run", "--labeled", "2", "--label-fraction", "0.5"], capsys)
+    assert code == 2 and "not both" in err and not (tmp_path / "run").exists()

@@ -2,7 +2,7 @@
 
 Every field declared with :func:`vectorpose.settings.setting` becomes one ``click`` option whose
 default is the field's default. A command decorated with :func:`config_options` receives a
-``config`` argument: the dataclass built from, in order of precedence,
+``settings`` argument (:class:`Settings`) whose ``build()`` makes the dataclass from, in order of precedence,
 
 1. the flags given on the command line,
 2. the ``--config`` file: a JSON object whose ``section`` key (e.g. ``"pretrain"`` in a pretraining
@@ -45,7 +45,6 @@ class SettingOption:
     default: Any
     help: str
     choices: tuple[str, ...] | None
-    excludes: str | None
 
 
 def setting_options(cls: type) -> list[SettingOption]:
@@ -66,7 +65,7 @@ def _walk(cls: type, prefix: tuple[str, ...]):
         flags = (flag,) if isinstance(flag, str) else tuple(flag)
         path = prefix + (f.name,)
         yield SettingOption(path, "__".join(path), tuple(f"--{n}" for n in flags), _kind(hints[f.name]), default, f.metadata["help"],
-                            f.metadata.get("choices"), f.metadata.get("excludes"))
+                            f.metadata.get("choices"))
 
 
 def _kind(hint: Any) -> Any:
@@ -100,15 +99,15 @@ def _comma_list(kind: Any, default: Any):
 
 
 def _click_option(option: SettingOption):
-    common = dict(help=option.help)
     if option.kind is bool:
         names = tuple(f"{f}/--no-{f[2:]}" for f in option.flags[:1]) + option.flags[1:]
-        return click.option(*names, option.param, default=option.default, show_default=True, **common)
+        return click.option(*names, option.param, default=option.default, show_default=True, help=option.help)
     if isinstance(option.kind, tuple):
         callback, shown = _comma_list(option.kind, option.default)
-        return click.option(*option.flags, option.param, type=str, default=shown, callback=callback, show_default=True, **common)
+        return click.option(*option.flags, option.param, type=str, default=shown, callback=callback, show_default=True, help=option.help)
     kind = click.Choice(option.choices) if option.choices else option.kind
-    return click.option(*option.flags, option.param, type=kind, default=option.default, show_default=option.default is not None, **common)
+    return click.option(*option.flags, option.param, type=kind, default=option.default, show_default=option.default is not None,
+                        help=option.help)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +238,7 @@ def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
 def _replace_all(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
     """``config`` with the field at every path of ``changes`` set, in one ``replace`` per dataclass: checks
     that tie fields together (``--method mae``, ``--patch``, ``--mask-block``) see only the final values,
-    whatever the order of the options. A field set later in ``changes`` resets a field it ``excludes``."""
+    whatever the order of the options. A field set resets a field it ``excludes``; setting both is an error."""
     top: dict[str, Any] = {}
     nested: dict[str, dict[tuple[str, ...], Any]] = {}
     for path, value in changes.items():
@@ -248,6 +247,8 @@ def _replace_all(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
             continue
         top[path[0]] = value
         excluded = next(f.metadata.get("excludes") for f in dataclasses.fields(config) if f.name == path[0])
+        if excluded and (excluded,) in changes:
+            raise ValueError(f"give {path[0]} or {excluded}, not both")
         if excluded and value is not None:
             top[excluded] = None
     for name, group in nested.items():
