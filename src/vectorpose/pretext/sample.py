@@ -21,8 +21,8 @@ import torch
 
 from ..settings import setting
 from .corruption import CorruptionConfig, corrupt
-from .masking import MaskingConfig, block_mask, mask_patch
 from .crop_geometry import CropGeometry, extract_crop, sample_crop_geometry
+from .masking import MaskingConfig, block_mask, mask_patch
 from .orientation import Orientation, sample_orientation
 from .vectors import vector_targets
 
