@@ -108,8 +108,8 @@ def test_a_partial_settings_file(synthetic_dataset, cache_dir, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "no such configuration file"),
-    ("{not json", "not valid JSON"),
+    (None, "configuration file not found"),
+    ("{not json", "malformed JSON"),
     ("[1, 2]", "JSON object"),
     ('{"pretrain": {"stepz": 3}}', "unknown setting 'stepz'"),
     ('{"pretext": {"patch": 16}}', "unknown setting 'pretext.patch'"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import types
 import typing
 from pathlib import Path
@@ -28,6 +27,7 @@ import click
 from click.core import ParameterSource
 
 from .errors import VectorPoseError
+from .utils.files import read_json_object
 
 # parameters a file never fills: where results go and whether earlier ones may be replaced
 NEVER_FROM_FILE = frozenset({"out", "overwrite", "resume", "config_file"})
@@ -127,16 +127,7 @@ def _config_callback(settings_names: frozenset[str] = frozenset()):
 def _read_config_file(ctx: click.Context, param: click.Parameter, value: Path | None, settings_names: frozenset[str]) -> ConfigFile | None:
     if value is None:
         return None
-    try:
-        content = json.loads(Path(value).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VectorPoseError(f"{value}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VectorPoseError(f"{value}: cannot read the configuration file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise VectorPoseError(f"{value}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(content, dict):
-        raise VectorPoseError(f"{value}: a configuration file holds a JSON object, got {type(content).__name__}")
+    content = read_json_object(value, "configuration file", VectorPoseError)
     params = {p.name: p for p in ctx.command.params if p.name not in NEVER_FROM_FILE | settings_names}
     filled = {}
     for key, entry in content.items():

@@ -27,7 +27,6 @@ resolution (stride 1), as in every nnU-Net plan, so that the voxel head sees ful
 from __future__ import annotations
 
 import copy
-import json
 import math
 import pydoc
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import VectorPoseError
+from ..utils.files import read_json_object
 from .backbone import BackboneFeatures
 from .shared_tensors import store_each_tensor_once
 
@@ -203,16 +203,7 @@ class NnUNetBackboneConfig:
     def from_plans(cls, plans_file: str | Path, configuration: str = "3d_fullres") -> NnUNetBackboneConfig:
         """Read configuration ``configuration`` of an nnU-Net v2 plans file (``nnUNetPlans.json``)."""
         path = Path(plans_file)
-        try:
-            plans = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PlansError(f"{path}: plans file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PlansError(f"{path}: unreadable plans file ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise PlansError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(plans, dict):
-            raise PlansError(f"{path}: not an nnU-Net v2 plans file (not a JSON object)")
+        plans = read_json_object(path, "plans file", PlansError)
         config = resolve_configuration(plans, configuration, str(path))
         arch = config.get("architecture")
         if not isinstance(arch, dict) or "network_class_name" not in arch or "arch_kwargs" not in arch:

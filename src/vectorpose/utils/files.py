@@ -94,6 +94,23 @@ def write_json(path: str | Path, obj: object) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def read_json_object(path: str | Path, what: str, error: type[Exception] = ValueError) -> dict:
+    """The JSON object in ``path``; a missing, unreadable or malformed file, or JSON that is not an
+    object, raises ``error`` with one line naming the file and ``what`` it should be."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: unreadable {what} ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(content, dict):
+        raise error(f"{path}: a {what} holds a JSON object, got {type(content).__name__}")
+    return content
+
+
 def remove_stale_temporaries(folder: str | Path, older_than_s: float = 0.0) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` left in ``folder`` (and below) when its
     process was killed mid-write; returns them. With ``older_than_s`` = 0, call it only on a folder no
