@@ -66,9 +66,8 @@ def markdown(result: ProbeResult) -> str:
     lines += [
         "",
         f"Chance: R² 0 (predicting the evaluation mean); orientation 1/{o.classes} = {o.chance:.3f}, up 1/{u.classes} = "
-        f"{u.chance:.3f}. The pretext's orientation sampler is not uniform over the {o.classes} symmetries, so a probe that learnt "
-        f"nothing, answering the fit half's most frequent class, scores {o.majority:.3f} (orientation) and {u.majority:.3f} (up) "
-        "on these evaluation crops.",
+        f"{u.chance:.3f}. A probe that learnt nothing and answers the fit half's most frequent class scores {o.majority:.3f} "
+        f"(orientation) and {u.majority:.3f} (up) on these evaluation crops.",
         "",
         "- **position R²**: crop centre / volume shape per axis (canonical crops), ridge regression; mean over the three axes.",
         "- **scale R²**: the crop's scale s (side = round(s · P), resized to P³), ridge regression.",
