@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The spatial-awareness probe of issue 12 (docs/results/probe/):
+#  1. synthetic bodies: 24 cases (seed 0), vectorpose and genesis pretrained 800 steps each (seed 0,
+#     default settings, one torch thread), probed with 32 crops per case and crop set;
+#  2. Task04_Hippocampus: the pretraining runs of the 5 % ablation
+#     (the first command of benchmarks/label_efficiency_hippocampus.sh; runs/bench-h/pretrain), probed
+#     with the defaults.
+# Resumable: finished pretraining runs are kept. Run from the repository root.
+set -euo pipefail
+VP=${VP:-.venv/bin/vectorpose}
+R=runs/synth
+[ -d $R/data ] || $VP synth $R/data --cases 24 --seed 0
+for m in vectorpose genesis; do
+  if [ ! -f $R/$m/model.safetensors ] || ! grep -q '"step": 800' $R/$m/model.json; then
+    $VP pretrain $R/data --out $R/$m --method $m --steps 800 --threads 1 --quiet $( [ -d $R/$m ] && echo --resume )
+  fi
+done
+$VP probe $R/vectorpose $R/data --out docs/results/probe/synthetic.json --compare $R/genesis --crops 32 --overwrite --quiet
+
+H=runs/bench-h/pretrain
+$VP probe $H/vectorpose ../shared/data/Task04_Hippocampus --out docs/results/probe/hippocampus.json \
+  --compare $H/genesis --compare $H/vp --compare $H/bfr --overwrite --quiet
