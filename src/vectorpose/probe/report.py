@@ -49,7 +49,8 @@ def markdown(result: ProbeResult) -> str:
     lines = [
         "# Spatial-awareness probe",
         "",
-        f"Linear probes on the frozen, average-pooled bottleneck features (C = {first.features}) of each encoder; fitted on "
+        f"Linear probes on the frozen bottleneck features of each encoder, average-pooled to a {result.config.grid}³ grid "
+        f"({first.features} numbers per crop); fitted on "
         f"{len(result.fit_cases)} cases ({result.crops['fit']} crops per probe), scored on {len(result.evaluation_cases)} other "
         f"cases ({result.crops['evaluation']} crops per probe) of `{result.data}`.",
         "",
