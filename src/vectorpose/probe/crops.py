@@ -93,7 +93,7 @@ def draw_case_crops(volume: np.ndarray, intensity_range: tuple[float, float], ca
 
     Crops sticking out of the volume are padded with its minimum, as in pretraining. Both sets use
     independent draws of :func:`sample_crop_geometry`; the re-oriented set adds :func:`sample_orientation`
-    (flip each axis with p = 0.5, 0–3 quarter turns about each axis: every one of the 48 can occur).
+    (each of the cube's 48 symmetries with probability 1/48).
     """
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
