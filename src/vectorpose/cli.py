@@ -12,26 +12,16 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
+from .benchmark.runner import BenchmarkConfig
 from .cli_settings import Settings, config_file_option, config_options, given
 from .errors import DatasetError, TrainingStopped, VectorPoseError
 from .models.backbone import BackboneConfig
-from .training.finetune import FinetuneConfig
-from .benchmark.runner import BenchmarkConfig
 from .probe.runner import ProbeConfig
+from .training.finetune import FinetuneConfig
 from .training.pretrain import PretrainConfig
 
 if TYPE_CHECKING:
     from .training.speed import SpeedOptions
-
-
-def _floats(text: str, n: int | None = None) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
-    if n is not None and len(values) != n:
-        raise click.BadParameter(f"expected {n} comma-separated numbers, got {text!r}")
-    return values
 
 
 def _ints(text: str) -> tuple[int, ...]:
