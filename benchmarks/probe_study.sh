@@ -20,3 +20,10 @@ $VP probe $R/vectorpose $R/data --out docs/results/probe/synthetic.json --compar
 H=runs/bench-h/pretrain
 $VP probe $H/vectorpose ../shared/data/Task04_Hippocampus --out docs/results/probe/hippocampus.json \
   --compare $H/genesis --compare $H/vp --compare $H/bfr --overwrite --quiet
+
+# 3. synthetic bodies, a longer vectorpose run (4000 steps), probed beside the two above
+if [ ! -f $R/vectorpose-4000/model.safetensors ] || ! grep -q '"step": 4000' $R/vectorpose-4000/model.json; then
+  $VP pretrain $R/data --out $R/vectorpose-4000 --steps 4000 --quiet $( [ -d $R/vectorpose-4000 ] && echo --resume )
+fi
+$VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000.json --compare $R/vectorpose --compare $R/genesis \
+  --crops 32 --overwrite --quiet
