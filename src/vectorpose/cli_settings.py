@@ -184,9 +184,7 @@ class Settings:
             except (TypeError, ValueError, KeyError) as exc:
                 raise VectorPoseError(f"{self.file.path}: invalid settings ({exc})") from None
         try:
-            for name, value in overrides.items():
-                config = _replace(config, (name,), value)
-            config = _replace_all(config, self.given)
+            config = _replace_all(config, {**{(name,): value for name, value in overrides.items()}, **self.given})
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         return config
@@ -212,18 +210,6 @@ def _merge(defaults: dict, values: dict, path: Path, where: tuple[str, ...], dee
         else:
             out[key] = value
     return out
-
-
-def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
-    """``config`` with the field at ``path`` set to ``value`` (and a field it ``excludes`` reset to ``None``)."""
-    name = path[0]
-    if len(path) > 1:
-        return dataclasses.replace(config, **{name: _replace(getattr(config, name), path[1:], value)})
-    changes = {name: value}
-    excluded = next(f.metadata.get("excludes") for f in dataclasses.fields(config) if f.name == name)
-    if excluded and value is not None:
-        changes[excluded] = None
-    return dataclasses.replace(config, **changes)
 
 
 def _replace_all(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
