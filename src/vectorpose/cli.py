@@ -17,6 +17,7 @@ from .cli_settings import Settings, config_file_option, config_options, given
 from .errors import DatasetError, TrainingStopped, VectorPoseError
 from .models.backbone import BackboneConfig
 from .probe.runner import ProbeConfig
+from .training.convergence import COLLAPSE_DICE
 from .training.finetune import FinetuneConfig
 from .training.pretrain import PretrainConfig
 
@@ -236,6 +237,9 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
     if verdict is not None and verdict.converged is False:
         click.echo(f"warning: validation Dice still rose by {verdict.late_gain:.3f} in the last quarter of the run (more than "
                    f"{verdict.tolerance}); it has not converged: give more --steps", err=True)
+    if verdict is not None and verdict.collapsed:
+        click.echo(f"warning: collapse: validation Dice of {', '.join(verdict.collapsed)} stayed below {COLLAPSE_DICE} through the last "
+                   f"quarter of the run (the network predicts background there); see {out / 'metrics.jsonl'}", err=True)
 
 
 @cli.command()
@@ -294,7 +298,7 @@ def benchmark(data: Path, out: Path, settings: Settings, test_data: Path | None,
 
     --config takes a benchmark's own benchmark.json (its recipe and data) or a file of settings.
     """
-    from .benchmark.report import convergence_warnings, headline_table
+    from .benchmark.report import collapse_warnings, convergence_warnings, headline_table
     from .benchmark.runner import run_benchmark
 
     supplied = {}
@@ -315,7 +319,7 @@ def benchmark(data: Path, out: Path, settings: Settings, test_data: Path | None,
     click.echo(f"\nmean test Dice over {config.seeds} seed(s) ({run.trained_cells} cells trained now, "
                f"{len(run.cells) - run.trained_cells} reused):")
     click.echo(headline_table(run.cells, run.statistics["test"]))
-    for warning in convergence_warnings(run.cells):
+    for warning in convergence_warnings(run.cells) + collapse_warnings(run.cells):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vectorpose.benchmark.report import convergence_warnings, headline_table, plot, statistics
+from vectorpose.benchmark.report import collapse_warnings, convergence_warnings, headline_table, plot, statistics
 
 T975_DF2 = 4.302653  # Student t, two-sided 95 %, 2 degrees of freedom
 
@@ -74,3 +74,14 @@ def test_convergence_warnings_name_the_cells_that_still_improved():
     assert warnings[0].startswith(f"scratch at 0.1: 1 of {len(late)} cells had not converged")
     del rows[-1]["converged"]  # a cell from before the verdict existed warns of nothing
     assert len(convergence_warnings(rows)) == 1
+
+
+def test_collapse_warnings_name_the_class_and_the_seeds_that_learned_it():
+    rows = cells()
+    assert collapse_warnings(rows) == []
+    lost = [r for r in rows if r["method"] == "vectorpose" and r["fraction"] == 0.1]
+    lost[1]["test"]["per_class"]["b"]["dice"] = 0.0
+    lost[2]["test"]["per_class"]["b"]["dice"] = 0.005
+    assert collapse_warnings(rows) == ["vectorpose at 0.1: b not learned (Dice below 0.01) with seeds 1, 2; learned with seed 0 (0.71)"]
+    lost[0]["test"]["per_class"]["b"]["dice"] = 0.0
+    assert collapse_warnings(rows)[0].endswith("with seeds 0, 1, 2; no seed learned it")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from vectorpose.training.convergence import convergence, validation_curve
+from vectorpose.training.convergence import class_curves, convergence, validation_curve
 
 
 @pytest.mark.parametrize("curve, steps, converged, gain", [
@@ -55,6 +55,27 @@ def test_curve_from_metrics_keeps_the_latest_row_of_a_step(tmp_path):
     assert validation_curve(path) == [(2, 0.1), (4, 0.35), (6, 0.4)]
 
 
+@pytest.mark.parametrize("curve, collapsed", [
+    ([(250, 0.0), (500, 0.0), (750, 0.0), (1000, 0.0)], True),          # never learned
+    ([(250, 0.3), (500, 0.5), (750, 0.6), (1000, 0.0)], True),          # lost in the only late round
+    ([(250, 0.3), (500, 0.5), (750, 0.6), (900, 0.0), (1000, 0.009)], True),
+    ([(250, 0.0), (500, 0.0), (750, 0.0), (900, 0.0), (1000, 0.01)], False),  # 0.01 is not below the threshold
+    ([(250, 0.0), (500, 0.0), (750, 0.0), (1000, 0.4)], False),         # learned at last
+    ([(500, 0.0), (750, 0.0)], True),                                   # no late round: the last one decides
+])
+def test_collapse_by_hand(curve, collapsed):
+    v = convergence([(s, 0.5) for s, _ in curve], 1000, classes={"spleen": curve, "liver": [(s, 0.9) for s, _ in curve]})
+    assert v.collapsed == (("spleen",) if collapsed else ())
+
+
+def test_class_curves_from_metrics(tmp_path):
+    rows = [{"step": 2, "val/dice": 0.4, "val/dice/liver": 0.8, "val/dice/spleen": 0.0}, {"step": 3, "loss": 1.0},
+            {"step": 4, "val/dice": 0.5, "val/dice/liver": 0.9, "val/dice/spleen": 0.1}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert class_curves(path) == {"liver": [(2, 0.8), (4, 0.9)], "spleen": [(2, 0.0), (4, 0.1)]}
+
+
 def test_a_finetuning_run_records_its_verdict(synthetic_dataset, cache_dir, tmp_path):
     from vectorpose.models.backbone import BackboneConfig
     from vectorpose.training.finetune import FinetuneConfig, finetune
@@ -71,3 +92,8 @@ def test_a_finetuning_run_records_its_verdict(synthetic_dataset, cache_dir, tmp_
     gain = dice[8] - max(dice[2], dice[4], dice[6])
     assert math.isclose(saved["late_gain"], gain, abs_tol=1e-12)
     assert saved["converged"] is (gain <= 0.01) and result.convergence.converged is saved["converged"]
+    # each class's Dice is logged, their mean is val/dice, and the late round decides collapse
+    rows = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) if "val/dice" in r}
+    for row in rows.values():
+        assert math.isclose((row["val/dice/left organ"] + row["val/dice/right organ"]) / 2, row["val/dice"], abs_tol=1e-9)
+    assert saved["collapsed"] == [n for n in ("left organ", "right organ") if rows[8][f"val/dice/{n}"] < 0.01]

@@ -16,7 +16,8 @@ from vectorpose.inference.predictor import predict
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.models.files import load_model
-from vectorpose.training.finetune import FinetuneConfig, auto_patch_size, finetune
+from vectorpose.models.segmentation_network import SegmentationNetwork
+from vectorpose.training.finetune import FinetuneConfig, SegmentationTask, auto_patch_size, finetune
 from vectorpose.training.pretrain import PretrainConfig, pretrain
 
 SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
@@ -109,3 +110,78 @@ def test_end_to_end_on_real_hippocampus(hippocampus, cache_dir, tmp_path):
     if dicom.is_dir():
         [written] = predict(run, dicom, tmp_path / "dicom")
         assert set(np.unique(np.asarray(nib.load(str(written)).dataobj))) <= {0, 1, 2}
+
+
+RECIPE = ("foreground_sampling", "dice_background", "warmup", "augmentation", "deep_supervision")
+
+
+def test_config_written_before_a_setting_keeps_its_recipe():
+    new = FinetuneConfig()
+    assert [getattr(new, k) for k in RECIPE] == ["class", False, 0.05, "nnunet", True]
+    assert FinetuneConfig.from_json(new.to_json()) == new
+    legacy = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in RECIPE})
+    assert [getattr(legacy, k) for k in RECIPE] == ["voxel", True, 0.0, "light", False]
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine(synthetic_dataset, cache_dir, tmp_path):
+    config = FinetuneConfig(labelled=2, **(FAST | {"steps": 20, "log_every": 1, "val_every": 20, "batch_size": 1}), warmup=0.25, lr=1e-3)
+    finetune(synthetic_dataset, tmp_path / "ft", config, cache_dir=cache_dir, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    # the rate logged at step s is the one the next step uses: s/5 of the peak during the 5 warm-up steps, then
+    # half a cosine period over the remaining 15
+    expected = [1e-3 * (s / 5 if s < 5 else 0.5 * (1 + np.cos(np.pi * (s - 5) / 15))) for s in range(1, 21)]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    np.testing.assert_allclose([r["lr"] for r in rows], expected, rtol=1e-9, atol=1e-15)
+
+
+def numpy_dice_ce(logits: np.ndarray, label: np.ndarray, dice_background: bool) -> float:
+    """Batch Dice (sums over the batch and the voxels, one score per class; smoothing 1e-5 in both terms)
+    over the chosen classes, plus the mean cross-entropy; ``logits`` ``(B, C, ...)``, ``label`` ``(B, ...)``."""
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.stack([(label == c) for c in range(logits.shape[1])], 1).astype(np.float64)
+    classes = range(logits.shape[1]) if dice_background else range(1, logits.shape[1])
+    dice = np.mean([1 - (2 * (p[:, c] * onehot[:, c]).sum() + 1e-5) / (p[:, c].sum() + onehot[:, c].sum() + 1e-5) for c in classes])
+    return float(dice - np.mean(np.log((p * onehot).sum(1))))
+
+
+@pytest.mark.parametrize("dice_background", [False, True])
+def test_loss_against_a_numpy_dice_and_cross_entropy(tmp_path, dice_background):
+    torch.manual_seed(0)
+    network = SegmentationNetwork(SMALL, 3)
+    task = SegmentationTask(tmp_path, network, [], 0, [], (8, 8, 8), 3, torch.device("cpu"), lambda **_: {}, dice_background, ["a", "b"])
+    image = torch.randn(2, 1, 8, 8, 8)
+    label = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    loss = float(task.losses({"image": image, "label": label}, step=1)["dice_ce"].detach())
+    with torch.no_grad():
+        logits = network(image).double().numpy()
+    assert loss == pytest.approx(numpy_dice_ce(logits, label.numpy()[:, 0], dice_background), rel=1e-5)
+
+
+def test_deep_supervision_loss_against_strided_labels(tmp_path):
+    # the default U-Net has decoder levels at 1/8, 1/4, 1/2 and 1: deep supervision adds 1/2 and 1/4
+    torch.manual_seed(0)
+    backbone = BackboneConfig(channels=(4, 8, 16, 32, 64))
+    network = SegmentationNetwork(backbone, 3, deep_supervision=True)
+    task = SegmentationTask(tmp_path, network, [], 0, [], (32, 32, 32), 3, torch.device("cpu"), lambda **_: {}, False, ["a", "b"])
+    image = torch.randn(2, 1, 32, 32, 32)
+    label = torch.randint(0, 3, (2, 1, 32, 32, 32))
+    loss = float(task.losses({"image": image, "label": label}, step=1)["dice_ce"].detach())
+    with torch.no_grad():
+        full, half, quarter = (o.double().numpy() for o in network.forward_levels(image))
+    assert full.shape[2:] == (32, 32, 32) and half.shape[2:] == (16, 16, 16) and quarter.shape[2:] == (8, 8, 8)
+    y = label.numpy()[:, 0]
+    # nearest neighbour at half size takes voxel 2i + 1 (the centre of each 2³ block rounds up), at a quarter 4i + 2
+    terms = [numpy_dice_ce(full, y, False), numpy_dice_ce(half, y[:, 1::2, 1::2, 1::2], False),
+             numpy_dice_ce(quarter, y[:, 2::4, 2::4, 2::4], False)]
+    assert loss == pytest.approx((terms[0] + terms[1] / 2 + terms[2] / 4) / 1.75, rel=1e-5)
+
+
+def test_deep_supervision_layers_stay_out_of_model_files(synthetic_dataset, cache_dir, tmp_path):
+    backbone = BackboneConfig(channels=(4, 8, 16, 32), strides=(2, 2, 2), num_res_units=1)
+    config = FinetuneConfig(labelled=2, **(FAST | {"backbone": backbone}))
+    result = finetune(synthetic_dataset, tmp_path / "ft", config, cache_dir=cache_dir, progress=False)
+    assert len(result.network.deep_heads) == 1  # levels 1/4, 1/2, 1: the 1/2 level
+    state, _ = load_model(tmp_path / "ft")
+    assert not any(k.startswith("deep_heads.") for k in state) and "head.conv.weight" in state
+    assert SegmentationNetwork(backbone, 3).load_state_dict(state) is not None

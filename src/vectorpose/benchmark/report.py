@@ -15,7 +15,7 @@ import os
 import platform
 from pathlib import Path
 
-from ..training.convergence import TOLERANCE
+from ..training.convergence import COLLAPSE_DICE, TOLERANCE
 from ..utils.files import atomic_write, write_json
 from .stats import paired_difference, summarise_values
 
@@ -148,6 +148,24 @@ def convergence_warnings(rows: list[dict]) -> list[str]:
     return out
 
 
+def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
+    """One line per (method, fraction, class) with a cell whose ``score`` Dice of that class is below
+    ``COLLAPSE_DICE`` (the class was not learned), saying which seeds of the same setting did learn it."""
+    out = []
+    for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
+        cells = [r for r in rows if r["method"] == m and r["fraction"] == f and r.get(score)]
+        names = list(cells[0][score]["per_class"]) if cells else []
+        for name in names:
+            dice = {r["seed"]: r[score]["per_class"][name]["dice"] for r in cells}
+            lost = sorted(s for s, d in dice.items() if d < COLLAPSE_DICE)
+            if not lost:
+                continue
+            learned = ", ".join(f"{s} ({d:.2f})" for s, d in sorted(dice.items()) if d >= COLLAPSE_DICE)
+            out.append(f"{m} at {f:g}: {name} not learned (Dice below {COLLAPSE_DICE}) with seed{'s' if len(lost) > 1 else ''} "
+                       f"{', '.join(map(str, lost))}" + (f"; learned with seed {learned}" if learned else "; no seed learned it"))
+    return out
+
+
 def plot(rows: list[dict], stats: dict, out: Path, score: str = "test") -> list[Path]:
     """Write ``dice_vs_labels.png`` and (when scratch is present) ``gain_over_scratch.png``."""
     import matplotlib
@@ -217,10 +235,11 @@ def _save(fig, path: Path) -> Path:
 
 
 def _warning_block(rows: list[dict]) -> str:
-    warnings = convergence_warnings(rows)
-    if not warnings:
-        return ""
-    return "\n## Convergence\n\n" + "\n".join(f"- **Warning:** {w}" for w in warnings) + "\n"
+    text = ""
+    for title, warnings in (("Convergence", convergence_warnings(rows)), ("Collapse", collapse_warnings(rows))):
+        if warnings:
+            text += f"\n## {title}\n\n" + "\n".join(f"- **Warning:** {w}" for w in warnings) + "\n"
+    return text
 
 
 def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: Path, test_data: Path | None,

@@ -399,6 +399,7 @@ def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, fract
         "method": method, "fraction": fraction, "seed": seed, "labelled": len(result.split.labelled),
         "val_dice": result.best_dice if math.isfinite(result.best_dice) else None, "best_step": result.best_step,
         "converged": result.convergence.converged, "late_gain": result.convergence.late_gain,
+        "collapsed": list(result.convergence.collapsed),
         "finetune_s": time.perf_counter() - t0, "init": _init_name(init), "finetune": fconfig.to_json(),
     }
     return score_cell(path, cell, data, test_data, config.device, cache_dir)

@@ -70,6 +70,11 @@ class BackboneConfig:
         return self.channels[-1], self.decoder_channels[-1], self.decoder_channels[-2]
 
     @property
+    def level_channels(self) -> tuple[int, ...]:
+        """Channels of each decoder output, coarse to fine (``BackboneFeatures.levels``)."""
+        return tuple(reversed(self.decoder_channels))
+
+    @property
     def decoder_channels(self) -> tuple[int, ...]:
         """Output channels of decoder level ``i`` (index 0 = full resolution)."""
         return (self.channels[0],) + self.channels[: len(self.strides) - 1]
@@ -90,10 +95,13 @@ class BackboneFeatures(NamedTuple):
 
     decoded: ``(B, c_0, X, Y, Z)`` full-resolution decoder features.
     coarse: bottleneck then the two coarsest decoder outputs, coarse to fine.
+    levels: every decoder output, coarse to fine (the last is ``decoded``; the one before it has half
+    the resolution on each strided axis, and so on): what deep supervision reads.
     """
 
     decoded: torch.Tensor
     coarse: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    levels: tuple[torch.Tensor, ...] = ()
 
 
 class UNetBackbone(nn.Module):
@@ -140,7 +148,7 @@ class UNetBackbone(nn.Module):
         for i in reversed(range(len(self.decoder))):
             x = self.decoder[i](torch.cat([x, skips[i]], dim=1))
             levels.append(x)
-        return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]))
+        return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]), levels=tuple(levels[1:]))
 
     def encoder_parameter_names(self) -> list[str]:
         """Names (in ``state_dict``) of the encoder and bottleneck tensors."""

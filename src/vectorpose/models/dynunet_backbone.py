@@ -114,6 +114,11 @@ class DynUNetBackboneConfig:
         return math.prod(self.strides)
 
     @property
+    def level_channels(self) -> tuple[int, ...]:
+        """Channels of each up-sampling output, coarse to fine (``BackboneFeatures.levels``)."""
+        return tuple(reversed(self.channels[:-1]))
+
+    @property
     def coarse_channels(self) -> tuple[int, int, int]:
         """Channels of the bottleneck and the two coarsest up-sampling outputs (the vector head's input)."""
         return self.channels[-1], self.channels[-2], self.channels[-3]
@@ -175,7 +180,7 @@ class DynUNetBackbone(nn.Module):
         for block, skip in zip(net.upsamples, reversed(skips)):
             x = block(x, skip)
             levels.append(x)
-        return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]))
+        return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]), levels=tuple(levels[1:]))
 
     def encoder_parameter_names(self) -> list[str]:
         """Names (in ``state_dict``) of the input block, down-sampling blocks and bottleneck tensors."""

@@ -155,6 +155,11 @@ class NnUNetBackboneConfig:
         c = self.channels
         return c[-1], c[-2], c[-3]
 
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        """Channels of each decoder stage's output, coarse to fine (``BackboneFeatures.levels``)."""
+        return tuple(reversed(self.channels[:-1]))
+
     def check_patch_size(self, patch: int) -> None:
         """Refuse a cubic pretraining patch ``P`` that some axis's total stride does not divide."""
         total = self.total_stride
@@ -241,7 +246,7 @@ class NnUNetBackbone(nn.Module):
         for s, stage in enumerate(decoder.stages):
             x = stage(torch.cat((decoder.transpconvs[s](x), skips[-(s + 2)]), dim=1))
             levels.append(x)
-        return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]))
+        return BackboneFeatures(decoded=x, coarse=(levels[0], levels[1], levels[2]), levels=tuple(levels[1:]))
 
 
 # nnU-Net never loads these from pretrained weights: they depend on its classes

@@ -10,6 +10,10 @@ here reads the validation curve ``[(step, dice), ...]`` of a run of ``steps`` st
 
 A curve that falls in the last quarter counts as converged (more steps would not help; the kept model
 is the best validation round anyway).
+
+The same late window judges each class: a class *collapsed* when its validation Dice stayed below
+``COLLAPSE_DICE`` in every late round (never learned, or lost: the network predicts background where
+it is). Few-label fine-tuning on body scans fails that way, and a mean Dice hides it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from pathlib import Path
 
 TOLERANCE = 0.01  # one Dice point
 LAST_SHARE = 0.25
+COLLAPSE_DICE = 0.01
 
 
 @dataclass(frozen=True)
 class Convergence:
-    """The verdict on one validation curve; ``converged`` and ``late_gain`` are ``None`` when unknown."""
+    """The verdict on one validation curve; ``converged`` and ``late_gain`` are ``None`` when unknown;
+    ``collapsed`` names the classes whose Dice stayed below ``COLLAPSE_DICE`` in every late round."""
 
     converged: bool | None
     late_gain: float | None
@@ -33,28 +39,43 @@ class Convergence:
     best_step: int | None
     late_from_step: float
     tolerance: float
+    collapsed: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["collapsed"] = list(self.collapsed)
+        return d
 
 
-def convergence(curve: list[tuple[int, float]], steps: int, tolerance: float = TOLERANCE, last_share: float = LAST_SHARE) -> Convergence:
-    """Judge the validation curve of a run of ``steps`` steps (rounds with a non-finite Dice are ignored)."""
+def _finite(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    return [(int(s), float(d)) for s, d in curve if d is not None and math.isfinite(d)]
+
+
+def convergence(curve: list[tuple[int, float]], steps: int, tolerance: float = TOLERANCE, last_share: float = LAST_SHARE,
+                classes: dict[str, list[tuple[int, float]]] | None = None) -> Convergence:
+    """Judge the validation curve of a run of ``steps`` steps (rounds with a non-finite Dice are ignored),
+    and the per-class curves ``classes`` (``{name: curve}``) for collapse."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if not 0.0 < last_share < 1.0:
         raise ValueError(f"last_share must lie strictly between 0 and 1, got {last_share}")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    points = [(int(s), float(d)) for s, d in curve if d is not None and math.isfinite(d)]
+    points = _finite(curve)
     late_from = (1.0 - last_share) * steps
     early = [d for s, d in points if s <= late_from]
     late = [d for s, d in points if s > late_from]
     best_step, best_dice = max(points, key=lambda p: (p[1], -p[0])) if points else (None, None)
+    collapsed = tuple(name for name, c in (classes or {}).items() if _collapsed(_finite(c), late_from))
     if not early or not late:
-        return Convergence(None, None, best_dice, best_step, late_from, tolerance)
+        return Convergence(None, None, best_dice, best_step, late_from, tolerance, collapsed)
     gain = max(late) - max(early)
-    return Convergence(gain <= tolerance, gain, best_dice, best_step, late_from, tolerance)
+    return Convergence(gain <= tolerance, gain, best_dice, best_step, late_from, tolerance, collapsed)
+
+
+def _collapsed(points: list[tuple[int, float]], late_from: float) -> bool:
+    late = [d for s, d in points if s > late_from] or [d for _, d in points[-1:]]
+    return bool(late) and max(late) < COLLAPSE_DICE
 
 
 def validation_curve(metrics_file: str | Path) -> list[tuple[int, float]]:
@@ -66,3 +87,16 @@ def validation_curve(metrics_file: str | Path) -> list[tuple[int, float]]:
             if "val/dice" in row:
                 curve[int(row["step"])] = float(row["val/dice"])
     return sorted(curve.items())
+
+
+def class_curves(metrics_file: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """``{class name: [(step, val/dice/<name>), ...]}`` from a run's ``metrics.jsonl``, as :func:`validation_curve`."""
+    curves: dict[str, dict[int, float]] = {}
+    prefix = "val/dice/"
+    for line in Path(metrics_file).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            for key, value in row.items():
+                if key.startswith(prefix):
+                    curves.setdefault(key[len(prefix):], {})[int(row["step"])] = float(value)
+    return {name: sorted(c.items()) for name, c in curves.items()}

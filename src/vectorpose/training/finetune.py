@@ -1,8 +1,9 @@
 """Few-label fine-tuning: a segmentation network, from scratch or from a pretraining run.
 
-Recipe: Dice + cross-entropy (MONAI ``DiceCELoss``, batch Dice), foreground-oversampled patches with
-MONAI augmentation, AdamW with a cosine schedule, periodic validation Dice by sliding-window
-inference on the validation split, and the best and last models saved as safetensors + JSON.
+Recipe: Dice (over the foreground classes) + cross-entropy (MONAI ``DiceCELoss``, batch Dice),
+class-balanced foreground-oversampled patches with MONAI augmentation, AdamW with a linear warm-up
+then cosine decay, periodic validation Dice per class by sliding-window inference on the validation
+split, and the best and last models saved as safetensors + JSON.
 
 With ``init``, the backbone architecture and the preprocessing come from the pretrained model's
 metadata, and ``transfer`` chooses what is loaded: ``encoder`` (encoder + bottleneck) or ``all``
@@ -16,7 +17,8 @@ module adds :class:`SegmentationTask` (the loss, validation and model files) and
 
 Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (best validation Dice),
 ``last.*``, ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json``
-(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter).
+(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter, and
+which classes collapsed: validation Dice near 0 through the whole last quarter).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.losses import DiceCELoss
+from monai.optimizers import WarmupCosineSchedule
 
 from ..data.datasets import Dataset, load_dataset
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
@@ -42,20 +46,24 @@ from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
 from ..models.backbones import AnyBackboneConfig, backbone_from_json
 from ..models.files import load_model, save_model
-from ..models.segmentation_network import SegmentationNetwork
+from ..models.segmentation_network import SegmentationNetwork, inference_state
 from ..settings import setting
 from ..utils.files import write_json
 from .distributed import DistributedContext
 from .loop import LoopConfig, TrainingLoop, TrainingTask
 from .prefetch import DevicePrefetcher
-from .convergence import Convergence, convergence, validation_curve
+from .convergence import Convergence, class_curves, convergence, validation_curve
 from .run import CONFIG_FILE, METRICS_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
-from .segmentation_data import SegmentationDataset
+from .segmentation_data import AUGMENTATIONS, FOREGROUND_SAMPLING, SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
 SPLIT_FILE = "split.json"
 TRANSFER_FILE = "transfer.json"
 CONVERGENCE_FILE = "convergence.json"
+
+# What a config.json written before a setting existed had run with: reading one back keeps its recipe.
+RECIPE_BEFORE_SETTING = {"foreground_sampling": "voxel", "dice_background": True, "warmup": 0.0, "augmentation": "light",
+                         "deep_supervision": False}
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,14 @@ class FinetuneConfig:
     pretrained model's (or the default for a run from scratch). The labelled cases are given as
     ``label_fraction`` (a share of the training pool) or ``labelled`` (a count), not both; neither
     means all of them. ``freeze_steps``: the first steps, in which the transferred parameters stay
-    frozen.
+    frozen. ``warmup``: the share of the steps over which the learning rate rises linearly from 0,
+    before the cosine decay to 0.
     """
 
     steps: int = setting(1000, "Optimisation steps.")
     batch_size: int = setting(4, "Patches per step.", flag="batch")
-    lr: float = setting(2e-3, "AdamW learning rate (cosine schedule).")
+    lr: float = setting(2e-3, "AdamW peak learning rate (linear warm-up, then cosine decay).")
+    warmup: float = setting(0.05, "Share of the steps with a linear learning-rate warm-up from 0.")
     weight_decay: float = setting(1e-4, "AdamW weight decay.")
     seed: int = setting(0, "Seed of the labelled subset, the weights and the patch stream.")
     split_seed: int = setting(0, "Seed of the test / validation split (keep it fixed across a study).")
@@ -87,6 +97,13 @@ class FinetuneConfig:
     pretrained_lr_scale: float = setting(1.0, "Learning-rate factor of the transferred layers.")
     freeze_steps: int = setting(0, "First steps, during which the transferred layers stay frozen.")
     foreground_prob: float = setting(0.33, "Share of patches centred on a labelled voxel.")
+    foreground_sampling: str = setting("class", "How that voxel is drawn: class (a class present in the case, each equally likely, "
+                                       "then one of its voxels) or voxel (any labelled voxel).", choices=FOREGROUND_SAMPLING)
+    dice_background: bool = setting(False, "Count the background class in the Dice term of the loss.")
+    deep_supervision: bool = setting(True, "An output layer on every decoder level below full resolution but the coarsest, "
+                                           "whose loss is added (weights halving per level), as nnU-Net.")
+    augmentation: str = setting("nnunet", "Patch augmentation: nnunet (nnU-Net's default kinds and strengths) or light.",
+                                choices=AUGMENTATIONS)
     flip_axes: tuple[int, ...] = (0,)
     val_every: int = setting(100, "Steps between validation rounds.")
     log_every: int = setting(10, "Steps between log rows.")
@@ -109,6 +126,12 @@ class FinetuneConfig:
             raise ValueError(f"labelled must be >= 1, got {self.labelled}")
         if self.transfer not in TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
+        if self.foreground_sampling not in FOREGROUND_SAMPLING:
+            raise ValueError(f"foreground_sampling must be one of {FOREGROUND_SAMPLING}, got {self.foreground_sampling!r}")
         if not self.pretrained_lr_scale >= 0:
             raise ValueError(f"pretrained_lr_scale must be >= 0, got {self.pretrained_lr_scale}")
         if self.freeze_steps < 0 or self.workers < 0:
@@ -130,7 +153,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> FinetuneConfig:
-        d = dict(d)
+        d = {**RECIPE_BEFORE_SETTING, **d}
         d["backbone"] = backbone_from_json(d["backbone"]) if d.get("backbone") else None
         d["patch_size"] = tuple(d["patch_size"]) if d.get("patch_size") else None
         d["flip_axes"] = tuple(d["flip_axes"])
@@ -161,14 +184,14 @@ def num_classes_of(labels: dict[int, str]) -> int:
     return max(labels) + 1
 
 
-def validation_dice(network: SegmentationNetwork, volumes: list[PreprocessedVolume], patch, num_classes: int, device) -> float:
-    """Mean foreground Dice over the volumes (sliding-window inference in eval mode; the network is
-    left in the mode it was in)."""
+def validation_class_dice(network: SegmentationNetwork, volumes: list[PreprocessedVolume], patch, num_classes: int, device) -> list[float]:
+    """Dice of each foreground class, averaged over the volumes (sliding-window inference in eval mode;
+    the network is left in the mode it was in)."""
     scores = []
     for v in volumes:
         pred = predict_labels(network, np.asarray(v.image()), patch, device)
-        scores.extend(case_metrics(pred, np.asarray(v.label()), num_classes, hd95=False)["dice"])
-    return float(np.mean(scores)) if scores else float("nan")
+        scores.append(case_metrics(pred, np.asarray(v.label()), num_classes, hd95=False)["dice"])
+    return [float(d) for d in np.mean(scores, axis=0)]
 
 
 def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, preprocessing: PreprocessingConfig, patch, num_classes: int,
@@ -219,7 +242,7 @@ def finetune(
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    network = SegmentationNetwork(plan.backbone, plan.num_classes)
+    network = SegmentationNetwork(plan.backbone, plan.num_classes, config.deep_supervision)
     report = None
     if plan.pretrained is not None:
         report = transfer_weights(network, plan.pretrained, config.transfer)
@@ -229,20 +252,22 @@ def finetune(
     network.to(device)
     transferred = {n for n, _ in report.matched} if report else set()
     optimizer = torch.optim.AdamW(parameter_groups(network, transferred, config), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    scheduler = WarmupCosineSchedule(optimizer, warmup_steps=round(config.warmup * config.steps), t_total=config.steps)
     loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, config.batch_size, config.log_every, config.val_every,
                         unit="patches"), DistributedContext(device=device), progress, description="finetune")
     metadata = functools.partial(segmentation_metadata, config, plan.backbone, plan.preprocessing, plan.patch, plan.num_classes,
                                  plan.labels, init=init_name)
     task = SegmentationTask(out, network, [p for n, p in network.named_parameters() if n in transferred], config.freeze_steps,
-                            plan.validation, plan.patch, plan.num_classes, device, metadata)
+                            plan.validation, plan.patch, plan.num_classes, device, metadata, config.dice_background,
+                            [plan.labels.get(c, f"class {c}") for c in range(1, plan.num_classes)])
     if resume:
         state = loop.resume()
         task.best_dice, task.best_step = float(state["best_dice"]), int(state["best_step"])
-    samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes)
+    samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes,
+                                  foreground_sampling=config.foreground_sampling, augmentation_name=config.augmentation)
     loader = step_loader(samples, config.batch_size, loop.start, config.steps, config.seed, config.workers, device)
     result = loop.run(task, DevicePrefetcher(loader, device))
-    verdict = convergence(validation_curve(out / METRICS_FILE), config.steps)
+    verdict = convergence(validation_curve(out / METRICS_FILE), config.steps, classes=class_curves(out / METRICS_FILE))
     write_json(out / CONVERGENCE_FILE, verdict.to_json())
     return FinetuneResult(network=network, run_dir=out, best_dice=task.best_dice, best_step=task.best_step, split=plan.split,
                           transfer=report, history=result.history, convergence=verdict)
@@ -334,38 +359,50 @@ def parameter_groups(network: torch.nn.Module, transferred: set[str], config: Fi
 
 
 class SegmentationTask(TrainingTask):
-    """Fine-tuning's part of the loop: Dice + cross-entropy with the ``transferred`` parameters frozen for
-    the first ``freeze_steps`` steps; at each scheduled checkpoint the validation Dice, ``model.*`` when
-    it is the best so far (every time without validation cases), and ``last.*``."""
+    """Fine-tuning's part of the loop: Dice (foreground classes only unless ``dice_background``) +
+    cross-entropy (with deep supervision, the weighted sum over the output levels, the label map
+    down-sampled by nearest neighbour to each; weights ``2^-k``, normalised to sum to 1), with the ``transferred`` parameters frozen for the first ``freeze_steps`` steps; at
+    each scheduled checkpoint the validation Dice (mean and per class, ``val/dice/<class name>``),
+    ``model.*`` when the mean is the best so far (every time without validation cases), and ``last.*``."""
 
     loss_key = "dice_ce"
     progress_keys = ("dice_ce", "val/dice")
 
     def __init__(self, out: Path, network: SegmentationNetwork, transferred: list[torch.nn.Parameter], freeze_steps: int,
                  validation: list[PreprocessedVolume], patch: tuple[int, int, int], num_classes: int, device: torch.device,
-                 metadata: Callable[..., dict]):
+                 metadata: Callable[..., dict], dice_background: bool, class_names: list[str]):
+        if len(class_names) != num_classes - 1:
+            raise ValueError(f"need a name for each of the {num_classes - 1} foreground classes, got {len(class_names)}")
         self.out, self.network, self.transferred, self.freeze_steps = out, network, transferred, freeze_steps
         self.validation, self.patch, self.num_classes, self.device, self.metadata = validation, patch, num_classes, device, metadata
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        self.class_names = class_names
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=dice_background)
         self.best_dice, self.best_step = -1.0, 0
 
     def losses(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         frozen = step <= self.freeze_steps
         for parameter in self.transferred:
             parameter.requires_grad_(not frozen)
-        return {"dice_ce": self.loss_fn(self.network(batch["image"]), batch["label"])}
+        outputs = self.network.forward_levels(batch["image"])
+        weights = [2.0**-k for k in range(len(outputs))]
+        label = batch["label"]
+        total = sum(w * self.loss_fn(out, label if out.shape[2:] == label.shape[2:] else
+                                     F.interpolate(label.float(), size=out.shape[2:], mode="nearest-exact").long())
+                    for w, out in zip(weights, outputs))
+        return {"dice_ce": total / sum(weights)}
 
     def checkpoint(self, step: int, scheduled: bool) -> dict:
-        state = self.network.state_dict()
+        state = inference_state(self.network.state_dict())
         if not scheduled:
             save_model(self.out, state, self.metadata(step=step, val_dice=float("nan")), name="last")
             return {}
-        dice = validation_dice(self.network, self.validation, self.patch, self.num_classes, self.device) if self.validation else float("nan")
+        per_class = validation_class_dice(self.network, self.validation, self.patch, self.num_classes, self.device) if self.validation else []
+        dice = float(np.mean(per_class)) if per_class else float("nan")
         if not self.validation or dice > self.best_dice:
             self.best_dice, self.best_step = dice, step
             save_model(self.out, state, self.metadata(step=step, val_dice=dice))
         save_model(self.out, state, self.metadata(step=step, val_dice=dice), name="last")
-        return {"val/dice": dice}
+        return {"val/dice": dice, **{f"val/dice/{name}": d for name, d in zip(self.class_names, per_class)}}
 
     def resume_state(self) -> dict:
         return {"best_dice": self.best_dice, "best_step": self.best_step}
