@@ -27,3 +27,7 @@ if [ ! -f $R/vectorpose-4000/model.safetensors ] || ! grep -q '"step": 4000' $R/
 fi
 $VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000.json --compare $R/vectorpose --compare $R/genesis \
   --crops 32 --overwrite --quiet
+
+# 4. the same three encoders with 128 crops per case (1536 crops per probe, 32 per orientation class instead of 8)
+$VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000-128.json --compare $R/vectorpose --compare $R/genesis \
+  --crops 128 --overwrite --quiet

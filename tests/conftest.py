@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VECTORPOSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 HIPPOCAMPUS = SHARED_DATA / "Task04_Hippocampus"
+CHAOS_T2 = SHARED_DATA / "CHAOS_T2"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,13 @@ def hippocampus() -> Path:
     if not (HIPPOCAMPUS / "dataset.json").is_file():
         pytest.skip(f"real data not found at {HIPPOCAMPUS}")
     return HIPPOCAMPUS
+
+
+@pytest.fixture(scope="session")
+def chaos_t2() -> Path:
+    if not (CHAOS_T2 / "dataset.json").is_file():
+        pytest.skip(f"real data not found at {CHAOS_T2}")
+    return CHAOS_T2
 
 
 @pytest.fixture(autouse=True)

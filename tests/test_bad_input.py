@@ -106,6 +106,29 @@ def with_value(value: float) -> Callable[[Path], None]:
     return damage
 
 
+def with_voxel_size(size: float) -> Callable[[Path], None]:
+    """The scan with the header's second voxel size (pixdim[2], bytes 84-87 of a NIfTI-1 header) set to ``size``."""
+    def damage(path: Path) -> None:
+        write(path, scan(3))
+        header = bytearray(gzip.decompress(path.read_bytes()))
+        header[84:88] = np.float32(size).tobytes()
+        path.write_bytes(gzip.compress(bytes(header)))
+
+    return damage
+
+
+def huge_header(path: Path) -> None:
+    """A header that claims 2000³ voxels (32 GB of float32) in front of a few bytes of data."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((2000, 2000, 2000))
+    header.set_data_dtype(np.float32)
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 64))
+
+
+def fractional_label(path: Path) -> None:
+    write(path, label_map().astype(np.float32) * 0.5)
+
+
 def constant(path: Path) -> None:
     write(path, np.full((SIDE,) * 3, 42.0, dtype=np.float32))
 
@@ -194,6 +217,10 @@ PROBLEMS = {
     "NaN": Problem(broken_image(with_value(np.nan)), "NaN or infinite", IMAGE_COMMANDS),
     "infinite": Problem(broken_image(with_value(np.inf)), "NaN or infinite", IMAGE_COMMANDS),
     "constant image": Problem(broken_image(constant), "constant intensity", IMAGE_COMMANDS),
+    "zero voxel size": Problem(broken_image(with_voxel_size(0.0)), "voxel size (1.0, 0.0, 1.0) in the header", IMAGE_COMMANDS),
+    "negative voxel size": Problem(broken_image(with_voxel_size(-2.0)), "voxel size (1.0, -2.0, 1.0) in the header", IMAGE_COMMANDS),
+    "huge header": Problem(broken_image(huge_header), "the header claims (2000, 2000, 2000)", IMAGE_COMMANDS),
+    "non-integer label": Problem(broken_label(fractional_label), "non-integer values", LABEL_COMMANDS),
     "label shape": Problem(broken_label(label_shape), "label shape (26, 26, 26) differs from image shape (24, 24, 24)", LABEL_COMMANDS),
     "label affine": Problem(broken_label(label_affine), "label affine differs", LABEL_COMMANDS),
     "undeclared label": Problem(broken_label(undeclared_label), "label values [5] are not declared in dataset.json", LABEL_COMMANDS),

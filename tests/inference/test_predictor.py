@@ -33,8 +33,8 @@ def model_dir(tmp_path) -> Path:
     return tmp_path / "model"
 
 
-def threshold_network(self: Segmenter, image: np.ndarray) -> np.ndarray:
-    # a stand-in whose output is a known function of each voxel: 1 above the mean, 2 far above
+def threshold_network(self: Segmenter, image: np.ndarray, spacing=None) -> np.ndarray:
+    # a stand-in whose output is a known function of each voxel: 1 above the mean, 2 far above (this model keeps each scan's grid)
     return ((image > 0).astype(np.uint8) + (image > 1).astype(np.uint8))
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..data.datasets import Dataset, load_dataset
-from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
+from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.splits import make_split
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
 from ..devices import resolve_device
@@ -111,7 +111,7 @@ class BenchmarkConfig:
     def finetune_config(self, fraction: float, seed: int) -> FinetuneConfig:
         return replace(self.finetuning, steps=self.finetune_steps, label_fraction=fraction, labelled=None, seed=seed,
                        split_seed=self.split_seed, transfer=self.transfer, val_every=self.val_every, device=self.device,
-                       workers=self.workers, backbone=self.pretraining.backbone)
+                       workers=self.workers, backbone=self.pretraining.backbone, spacing=self.pretraining.spacing)
 
     def to_json(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("pretraining", "finetuning")}
@@ -228,7 +228,9 @@ def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cac
     volumes, problems = [], []
     for ds in checked:
         try:
-            volumes.append(preprocess_dataset(ds, preprocessing, cache_dir, progress=progress)[0])
+            # external test cases are scored on their own grids; only the training data's arrays need checking at the run's spacing
+            spacing = config.pretraining.spacing if ds is dataset else "native"
+            volumes.append(preprocess_at_spacing(ds, preprocessing, spacing, cache_dir, progress=progress)[0])
         except DatasetError as exc:
             problems.extend(exc.problems)
     if problems:

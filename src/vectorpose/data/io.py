@@ -13,6 +13,10 @@ the input's own space.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,19 +131,41 @@ class ImageGeometry:
         )
 
 
+# 1024³: 4 GiB as float32, beyond any single CT or MR scan; a larger claim is a damaged header
+MAX_VOXELS = 1024**3
+
+
 def _as_tuple_matrix(a: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in np.asarray(a, dtype=np.float64))
 
 
+@contextlib.contextmanager
+def _nibabel_quiet():
+    """Silence nibabel's log of the header values it repairs while loading."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_nifti(path: Path) -> nib.spatialimages.SpatialImage:
     try:
-        img = nib.load(str(path))
+        with _nibabel_quiet():  # its header fixes are reported below, in one line of ours
+            img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError:
         raise DataError(path, "not a NIfTI image") from None
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         raise DataError(path, f"unreadable image ({exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(path, f"not a NIfTI image ({type(img).__name__})")
+    # nibabel quietly sets a zero or negative voxel size to 1 or its absolute value; the file's own values decide here
+    with nib.openers.ImageOpener(str(path)) as f:
+        stored = type(img.header).from_fileobj(f, check=False)["pixdim"][1:4]
+    if not all(math.isfinite(float(v)) and v > 0 for v in stored):
+        raise DataError(path, f"voxel size {tuple(float(v) for v in stored)} in the header: every voxel size must be positive")
     return img
 
 
@@ -192,6 +218,12 @@ def to_canonical(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[np.nd
         raise DataError(path, f"expected a 3D image, got {len(shape)}D with shape {shape}")
     if min(shape) < 1:
         raise DataError(path, f"empty image of shape {shape}")
+    if math.prod(shape) > MAX_VOXELS:
+        raise DataError(path, f"the header claims {shape} = {math.prod(shape):,} voxels, more than the {MAX_VOXELS:,} a scan may have; "
+                              "is the header damaged?")
+    sizes = [float(v) for v in img.header.get_zooms()[:3]] + [float(v) for v in np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0)]
+    if not all(math.isfinite(v) and v > 0 for v in sizes):
+        raise DataError(path, f"voxel size {tuple(round(v, 6) for v in sizes[:3])} mm: every voxel size must be positive and finite")
     try:
         canonical = nib.as_closest_canonical(img)
         array = np.asanyarray(canonical.dataobj)

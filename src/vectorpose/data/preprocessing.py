@@ -1,7 +1,9 @@
 """Intensity normalisation by modality and a content-keyed preprocessing cache.
 
 CT: clip to a Hounsfield window, then scale the window to [0, 1]. MRI (and any modality without a
-calibrated scale): clip to robust percentiles, then z-score. Preprocessed volumes are stored as
+calibrated scale): clip to robust percentiles, then z-score. With a target ``spacing``, each
+normalised scan (and its label map) is then resampled to it (:mod:`~vectorpose.data.resampling`),
+a second cache layer over the first; a scan already at that spacing is used as it is. Preprocessed volumes are stored as
 ``.npy`` files in RAS+ order and read back by memory map, so a second run starts at once and
 worker processes share pages instead of copying arrays. The cache key hashes the source file's
 bytes together with the preprocessing settings: a changed file or a changed setting never reuses a
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from ..errors import DataError, DatasetError
 from ..utils.files import atomic_write, remove_stale_temporaries, write_json
 from .datasets import Case, Dataset, normalisation_for
 from .io import ImageGeometry, load_image, scan_files
+from .resampling import choose_spacing, resample_image, resample_labels, resampled_shape, same_spacing
 
 # bump when the meaning of a cached array changes
 CACHE_FORMAT = 1
@@ -31,15 +34,24 @@ STALE_CACHE_TEMPORARY_S = 24 * 3600
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
-    """How raw intensities become network inputs; travels inside every model's metadata."""
+    """How raw scans become network inputs; travels inside every model's metadata.
+
+    ``spacing``: the voxel size (mm per canonical axis) every scan is resampled to, or ``None`` for
+    each scan's own grid.
+    """
 
     modality: str = "MRI"
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
     orientation: str = "RAS"
+    spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "modality", normalisation_for(self.modality))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+            if len(self.spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in self.spacing):
+                raise ValueError(f"spacing must be three positive sizes in mm, got {self.spacing}")
         lo, hi = self.ct_window
         if not lo < hi:
             raise ValueError(f"ct_window must be (low, high) with low < high, got {self.ct_window}")
@@ -50,7 +62,8 @@ class PreprocessingConfig:
             raise ValueError(f"only RAS orientation is supported, got {self.orientation!r}")
 
     def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        # without a spacing the JSON is what it was before spacings existed: cache keys and saved models stay valid
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if not (k == "spacing" and v is None)}
 
     @classmethod
     def from_json(cls, d: dict) -> PreprocessingConfig:
@@ -59,6 +72,7 @@ class PreprocessingConfig:
             ct_window=tuple(float(v) for v in d["ct_window"]),  # type: ignore[arg-type]
             mri_percentiles=tuple(float(v) for v in d["mri_percentiles"]),  # type: ignore[arg-type]
             orientation=str(d["orientation"]),
+            spacing=tuple(float(v) for v in d["spacing"]) if d.get("spacing") is not None else None,  # type: ignore[arg-type]
         )
 
 
@@ -103,6 +117,8 @@ def label_to_uint8(label: np.ndarray) -> np.ndarray:
 class PreprocessedVolume:
     """A cached, normalised RAS+ volume (and its label map), opened lazily by memory map.
 
+    ``geometry`` is the scan's own; ``array_shape`` and ``array_spacing`` are set when the arrays were
+    resampled to another spacing (``shape`` and ``spacing`` give the arrays' either way).
     ``intensity_range`` is the (min, max) of the normalised image: pretext tasks map it to [0, 1].
     ``label_values`` are the values the label map holds, found once when it was cached, so checking
     them never reads the map again. Only paths are pickled, so worker processes open their own
@@ -117,10 +133,16 @@ class PreprocessedVolume:
     label_path: Path | None = None
     source_label: Path | None = None
     label_values: tuple[int, ...] = ()
+    array_shape: tuple[int, int, int] | None = None
+    array_spacing: tuple[float, float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.geometry.canonical_shape
+        return self.array_shape or self.geometry.canonical_shape
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self.array_spacing or self.geometry.spacing
 
     def image(self) -> np.ndarray:
         return np.load(self.image_path, mmap_mode="r")
@@ -284,6 +306,33 @@ def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image
     return entry, label_entry
 
 
+def resample_volume(volume: PreprocessedVolume, spacing: tuple[float, float, float], cache_dir: str | Path | None = None) -> PreprocessedVolume:
+    """``volume`` (on its own grid) resampled to ``spacing``, cached beside it; itself when already there."""
+    if same_spacing(volume.geometry.spacing, spacing):
+        return volume
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    shape = resampled_shape(volume.geometry.canonical_shape, volume.geometry.spacing, spacing)
+    settings = {"spacing": list(spacing), "shape": list(shape)}
+    image_key = _cache_key(volume.image_path.stem, "resampled image", settings)
+    entry = _cached_entry(cache_dir, image_key)
+    if entry is None:
+        image = resample_image(volume.image(), shape)
+        _save_array(cache_dir / f"{image_key}.npy", image)
+        entry = {"source": str(volume.source), "min": float(image.min()), "max": float(image.max()), **settings}
+        write_json(cache_dir / f"{image_key}.json", entry)
+    label_path = None
+    if volume.label_path is not None:
+        label_key = _cache_key(volume.label_path.stem, "resampled label", settings)
+        label_path = cache_dir / f"{label_key}.npy"
+        if _cached_entry(cache_dir, label_key) is None:
+            _save_array(label_path, resample_labels(volume.label(), shape))
+            write_json(cache_dir / f"{label_key}.json", {"source": str(volume.source_label), **settings})
+    # a class that only thin slivers held can vanish on a coarser grid; the declared values stay those of the scan
+    return PreprocessedVolume(volume.case_id, volume.source, cache_dir / f"{image_key}.npy", volume.geometry,
+                              (float(entry["min"]), float(entry["max"])), label_path, volume.source_label, volume.label_values,
+                              array_shape=shape, array_spacing=tuple(float(v) for v in spacing))  # type: ignore[arg-type]
+
+
 def preprocess_dataset(
     dataset: Dataset,
     config: PreprocessingConfig,
@@ -294,7 +343,7 @@ def preprocess_dataset(
     """Preprocess every case up front, so bad files surface before training starts.
 
     Returns ``(volumes, skipped)``. Every problem is collected; unless ``skip_bad`` they are raised
-    together as one :class:`DatasetError`.
+    together as one :class:`DatasetError`. With ``config.spacing`` the volumes are resampled to it.
     """
     from tqdm.auto import tqdm
 
@@ -304,9 +353,11 @@ def preprocess_dataset(
         remove_stale_temporaries(cache_root, older_than_s=STALE_CACHE_TEMPORARY_S)
     volumes: list[PreprocessedVolume] = []
     problems: list[DataError] = []
+    native = replace(config, spacing=None)
     for case in tqdm(dataset.cases, desc="preprocess", unit="scan", disable=not progress, leave=False):
         try:
-            volumes.append(preprocess_case(case, config, cache_dir))
+            volume = preprocess_case(case, native, cache_dir)
+            volumes.append(volume if config.spacing is None else resample_volume(volume, config.spacing, cache_dir))
         except DataError as err:
             problems.append(err)
     if problems and not skip_bad:
@@ -314,3 +365,22 @@ def preprocess_dataset(
     if not volumes:
         raise DataError(dataset.root, "no usable scan left")
     return volumes, problems
+
+
+def preprocess_at_spacing(
+    dataset: Dataset,
+    config: PreprocessingConfig,
+    spacing: str,
+    cache_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    progress: bool = False,
+) -> tuple[list[PreprocessedVolume], list[DataError], PreprocessingConfig]:
+    """:func:`preprocess_dataset` at the spacing that ``spacing`` (``auto``, ``native`` or ``X,Y,Z``)
+    chooses from the scans' own spacings; returns the volumes, the skipped problems, and ``config``
+    with that spacing (to record in the run)."""
+    volumes, skipped = preprocess_dataset(dataset, replace(config, spacing=None), cache_dir, skip_bad, progress)
+    target = choose_spacing(spacing, [v.geometry.spacing for v in volumes])
+    config = replace(config, spacing=target)
+    if target is None:
+        return volumes, skipped, config
+    return [resample_volume(v, target, cache_dir) for v in volumes], skipped, config

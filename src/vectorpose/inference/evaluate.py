@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +56,14 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None,
     if dataset.labels and max(dataset.labels) >= segmenter.num_classes:
         raise DataError(Path(data) / "dataset.json", f"declares labels up to {max(dataset.labels)}, the model predicts 0..{segmenter.num_classes - 1}")
     subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
-    volumes, _ = preprocess_dataset(subset, segmenter.preprocessing, cache_dir, progress=progress)
+    # scored on each scan's own grid: a model trained at another spacing predicts through resampling
+    volumes, _ = preprocess_dataset(subset, replace(segmenter.preprocessing, spacing=None), cache_dir, progress=progress)
     declared = dataset.labels or {c: f"class {c}" for c in range(segmenter.num_classes)}
     check_label_values(volumes, declared)
     names = segmenter.class_names
     rows = []
     for v in volumes:
-        pred = segmenter.predict_array(np.asarray(v.image()))
+        pred = segmenter.predict_array(np.asarray(v.image()), v.geometry.spacing)
         m = case_metrics(pred, np.asarray(v.label()), segmenter.num_classes, v.geometry.spacing)
         rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": dict(zip(names, m["hd95"]))})
     result = {

@@ -1,8 +1,10 @@
 """A fine-tuned model ready for new scans: load, normalise as in training, predict, write back.
 
 Preprocessing comes from the model's metadata, never from the user, so a scan is normalised exactly
-as the training scans were. Label maps are written in the input's own geometry: the same shape,
-affine and voxel order as the NIfTI file or DICOM series that was read.
+as the training scans were. A model trained at a target spacing sees each scan resampled to it; its
+class probabilities are resampled back to the scan's own grid before the argmax. Label maps are
+written in the input's own geometry: the same shape, affine and voxel order as the NIfTI file or
+DICOM series that was read.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import torch
 
 from ..data.io import LABEL_MAP_SUFFIX, ImageGeometry, is_scan_file, label_map_suffix, load_image, save_label_map, scan_suffix
 from ..data.preprocessing import PreprocessingConfig, normalise_intensity
+from ..data.resampling import resample_image, resample_probabilities, resampled_shape, same_spacing
 from ..devices import resolve_device
 from ..errors import CheckpointError, DataError, VectorPoseError
 from ..models.backbones import backbone_from_json
 from ..models.files import load_model, load_weights
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import TEMPORARY_SUFFIX
-from .sliding_window import predict_labels
+from .sliding_window import predict_labels, predict_probabilities
 
 
 @dataclass
@@ -50,18 +53,24 @@ class Segmenter:
         labels = self.metadata.get("labels", {})
         return [labels.get(str(c), f"class {c}") for c in range(1, self.num_classes)]
 
-    def predict_array(self, image: np.ndarray) -> np.ndarray:
-        """Label map ``(X, Y, Z)`` uint8 of an already-normalised RAS+ volume."""
-        return predict_labels(self.network, image, self.patch_size, self.device, mirror_axes=self.mirror_axes)
+    def predict_array(self, image: np.ndarray, spacing: tuple[float, float, float] | None = None) -> np.ndarray:
+        """Label map ``(X, Y, Z)`` uint8 of an already-normalised RAS+ volume on its own grid of voxel size
+        ``spacing`` (mm); without ``spacing`` the volume is taken to be on the model's grid already."""
+        target = self.preprocessing.spacing
+        if target is None or spacing is None or same_spacing(spacing, target):
+            return predict_labels(self.network, image, self.patch_size, self.device, mirror_axes=self.mirror_axes)
+        resampled = resample_image(image, resampled_shape(image.shape, spacing, target))
+        probabilities = predict_probabilities(self.network, resampled, self.patch_size, self.device, mirror_axes=self.mirror_axes)
+        return resample_probabilities(probabilities, image.shape).argmax(0).numpy().astype(np.uint8)
 
     def predict_path(self, path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
-        """Read a scan file or DICOM series folder, normalise it, and predict in RAS+ order."""
+        """Read a scan file or DICOM series folder, normalise it, and predict in RAS+ order on its own grid."""
         raw, geometry = load_image(path)
         try:
             image = normalise_intensity(raw, self.preprocessing)
         except ValueError as exc:
             raise DataError(path, str(exc)) from None
-        return self.predict_array(image), geometry
+        return self.predict_array(image, geometry.spacing), geometry
 
 
 def load_segmenter(path: str | Path, device: torch.device | str = "cpu", mirror: bool = True) -> Segmenter:

@@ -42,7 +42,7 @@ def predict_probabilities(
         raise ValueError(f"mirror_axes must be distinct spatial axes among 0, 1, 2, got {mirror_axes}")
     training = network.training
     network.eval()
-    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None, None].to(device)
+    x = torch.from_numpy(np.array(image, dtype=np.float32))[None, None].to(device)  # a copy: the cache maps are read-only
     flips = [tuple(2 + a for a in subset) for k in range(len(mirror_axes) + 1) for subset in itertools.combinations(mirror_axes, k)]
     total = None
     try:

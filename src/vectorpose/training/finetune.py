@@ -36,7 +36,8 @@ from monai.losses import DiceCELoss
 from monai.optimizers import WarmupCosineSchedule
 
 from ..data.datasets import Dataset, load_dataset
-from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
+from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_at_spacing, preprocess_dataset
+from ..data.resampling import SPACING_HELP, parse_spacing
 from ..data.splits import Split, make_split
 from ..data.validation import check_label_values, check_patch_fits
 from ..devices import resolve_device
@@ -63,7 +64,7 @@ CONVERGENCE_FILE = "convergence.json"
 
 # What a config.json written before a setting existed had run with: reading one back keeps its recipe.
 RECIPE_BEFORE_SETTING = {"foreground_sampling": "voxel", "dice_background": True, "warmup": 0.0, "augmentation": "light",
-                         "deep_supervision": False}
+                         "deep_supervision": False, "spacing": "native"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class FinetuneConfig:
     log_every: int = setting(10, "Steps between log rows.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(0, "DataLoader worker processes.")
+    spacing: str = setting("auto", SPACING_HELP + " With --init, the pretrained model's spacing.")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "val_every", "log_every"):
@@ -124,6 +126,7 @@ class FinetuneConfig:
             raise ValueError(f"label_fraction must lie in (0, 1], got {self.label_fraction}")
         if self.labelled is not None and self.labelled < 1:
             raise ValueError(f"labelled must be >= 1, got {self.labelled}")
+        parse_spacing(self.spacing)
         if self.transfer not in TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
         if not 0.0 <= self.warmup < 1.0:
@@ -317,8 +320,11 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
     except ValueError as exc:
         raise VectorPoseError(f"{data}: {exc}") from None
     # every labelled case, test cases included, so a broken file shows now and not at evaluation
-    volumes, _ = preprocess_dataset(Dataset(dataset.root, labelled_cases, dataset.modality, dataset.labels), preprocessing, cache_dir,
-                                    progress=progress)
+    labelled = Dataset(dataset.root, labelled_cases, dataset.modality, dataset.labels)
+    if pretrained is None:
+        volumes, _, preprocessing = preprocess_at_spacing(labelled, preprocessing, config.spacing, cache_dir, progress=progress)
+    else:
+        volumes, _ = preprocess_dataset(labelled, preprocessing, cache_dir, progress=progress)
     check_label_values(volumes, dataset.labels)
     by_id = {v.case_id: v for v in volumes}
     training, validation = [by_id[i] for i in split.labelled], [by_id[i] for i in split.validation]

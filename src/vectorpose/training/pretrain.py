@@ -17,7 +17,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.datasets import Dataset, load_dataset
-from ..data.preprocessing import PreprocessingConfig, preprocess_dataset
+from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
+from ..data.resampling import SPACING_HELP, parse_spacing
 from ..data.validation import check_crop_fits
 from ..errors import DataError, VectorPoseError
 from ..methods import PretextMethod, get_method
@@ -55,6 +56,7 @@ class PretrainConfig:
     workers: int = setting(0, "DataLoader worker processes.")
     log_every: int = setting(10, "Steps between log rows.")
     checkpoint_every: int = setting(250, "Steps between checkpoints.")
+    spacing: str = setting("auto", SPACING_HELP)
     loss_weights: dict[str, float] | None = None
     backbone: AnyBackboneConfig = field(default_factory=BackboneConfig)
     pretext: PretextConfig = settings_group(PretextConfig)
@@ -68,6 +70,7 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        parse_spacing(self.spacing)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -109,7 +112,7 @@ class PretrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> PretrainConfig:
-        d = dict(d)
+        d = {"spacing": "native", **d}  # a run from before spacings existed trained on each scan's own grid
         d["backbone"] = backbone_from_json(d["backbone"])
         d["pretext"] = PretextConfig.from_json(d["pretext"])
         if "masking" in d:
@@ -224,11 +227,11 @@ def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: Pret
     dataset = load_dataset(data, modality)
     if dataset.modality is None:
         raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
-    preprocessing = PreprocessingConfig(modality=dataset.modality)
     # Every rank checks the folder (reading only; on several machines it must be on a shared file
     # system to resume). Waiting for all keeps rank 0 from clearing it (--overwrite) while others read.
     in_turn(ctx, True, lambda: check_pretraining_folder(out, config, resume, overwrite, ctx.world_size))
-    volumes, skipped = _prepare_volumes(ctx, Path(data), dataset, preprocessing, config, cache_dir, skip_bad, progress)
+    volumes, skipped, preprocessing = _prepare_volumes(ctx, Path(data), dataset, PreprocessingConfig(modality=dataset.modality), config,
+                                                       cache_dir, skip_bad, progress)
     if ctx.is_main:
         for problem in skipped:
             print(f"skipped: {problem}")
@@ -271,14 +274,16 @@ def check_pretraining_folder(out: Path, config: PretrainConfig, resume: bool, ov
 
 
 def _prepare_volumes(ctx: DistributedContext, data: Path, dataset: Dataset, preprocessing: PreprocessingConfig, config: PretrainConfig,
-                     cache_dir: str | Path | None, skip_bad: bool, progress: bool) -> tuple[list, list]:
-    """The preprocessed scans (images only: a broken label map must not stop pretraining) and the skipped problems."""
+                     cache_dir: str | Path | None, skip_bad: bool, progress: bool) -> tuple[list, list, PreprocessingConfig]:
+    """The preprocessed scans (images only: a broken label map must not stop pretraining) at the run's
+    spacing, the skipped problems, and ``preprocessing`` with that spacing."""
     images_only = dataset.images_only()
 
-    def prepare() -> tuple[list, list]:
-        volumes, skipped = preprocess_dataset(images_only, preprocessing, cache_dir, skip_bad=skip_bad, progress=progress and ctx.is_main)
+    def prepare() -> tuple[list, list, PreprocessingConfig]:
+        volumes, skipped, resolved = preprocess_at_spacing(images_only, preprocessing, config.spacing, cache_dir, skip_bad=skip_bad,
+                                                           progress=progress and ctx.is_main)
         check_crop_fits(config.pretext.patch_size, config.pretext.scale_range[0], [v.shape for v in volumes], data)
-        return volumes, skipped
+        return volumes, skipped, resolved
 
     # Rank 0 checks the data (reporting its problems once) and fills the cache first; then the first
     # process of each other machine (whose cache may be its own disk), then the rest, which find the
