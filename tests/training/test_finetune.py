@@ -185,3 +185,18 @@ def test_deep_supervision_layers_stay_out_of_model_files(synthetic_dataset, cach
     state, _ = load_model(tmp_path / "ft")
     assert not any(k.startswith("deep_heads.") for k in state) and "head.conv.weight" in state
     assert SegmentationNetwork(backbone, 3).load_state_dict(state) is not None
+
+
+@pytest.mark.parametrize("labels, given, expected", [
+    ({0: "background", 1: "Anterior", 2: "Posterior"}, None, (0,)),
+    ({0: "background", 1: "liver", 2: "right kidney", 3: "left kidney"}, None, ()),
+    ({0: "background", 1: "Kidney_Left"}, None, ()),
+    ({0: "background", 1: "RightKidney"}, None, ()),
+    ({0: "background", 1: "Left-Amygdala"}, None, ()),
+    ({0: "background", 1: "cleft"}, None, (0,)),            # a word that merely contains "left"
+    ({0: "background", 1: "left organ"}, (0, 2), (0, 2)),   # given axes are kept
+])
+def test_left_right_mirroring_only_without_sided_labels(labels, given, expected):
+    from vectorpose.training.finetune import mirrored_axes
+
+    assert mirrored_axes(FinetuneConfig(flip_axes=given), labels) == expected

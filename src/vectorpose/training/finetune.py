@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,7 +77,7 @@ class FinetuneConfig:
     pretrained model's (or the default for a run from scratch). The labelled cases are given as
     ``label_fraction`` (a share of the training pool) or ``labelled`` (a count), not both; neither
     means all of them. ``freeze_steps``: the first steps, in which the transferred parameters stay
-    frozen. ``warmup``: the share of the steps over which the learning rate rises linearly from 0,
+    frozen. ``flip_axes`` ``None`` means automatic (:func:`mirrored_axes`). ``warmup``: the share of the steps over which the learning rate rises linearly from 0,
     before the cosine decay to 0.
     """
 
@@ -105,7 +106,7 @@ class FinetuneConfig:
                                            "whose loss is added (weights halving per level), as nnU-Net.")
     augmentation: str = setting("nnunet", "Patch augmentation: nnunet (nnU-Net's default kinds and strengths) or light.",
                                 choices=AUGMENTATIONS)
-    flip_axes: tuple[int, ...] = (0,)
+    flip_axes: tuple[int, ...] | None = None
     val_every: int = setting(100, "Steps between validation rounds.")
     log_every: int = setting(10, "Steps between log rows.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
@@ -139,19 +140,20 @@ class FinetuneConfig:
             raise ValueError(f"pretrained_lr_scale must be >= 0, got {self.pretrained_lr_scale}")
         if self.freeze_steps < 0 or self.workers < 0:
             raise ValueError(f"freeze_steps and workers must be >= 0, got {self.freeze_steps}, {self.workers}")
-        if any(a not in (0, 1, 2) for a in self.flip_axes):
+        if self.flip_axes is not None and any(a not in (0, 1, 2) for a in self.flip_axes):
             raise ValueError(f"flip_axes must be among 0, 1, 2, got {self.flip_axes}")
         if self.patch_size is not None:
             object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
             if len(self.patch_size) != 3 or min(self.patch_size) < 1:
                 raise ValueError(f"patch_size must be three positive sizes, got {self.patch_size}")
-        object.__setattr__(self, "flip_axes", tuple(int(a) for a in self.flip_axes))
+        if self.flip_axes is not None:
+            object.__setattr__(self, "flip_axes", tuple(int(a) for a in self.flip_axes))
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["backbone"] = self.backbone.to_json() if self.backbone else None
         d["patch_size"] = list(self.patch_size) if self.patch_size else None
-        d["flip_axes"] = list(self.flip_axes)
+        d["flip_axes"] = None if self.flip_axes is None else list(self.flip_axes)
         return d
 
     @classmethod
@@ -159,7 +161,7 @@ class FinetuneConfig:
         d = {**RECIPE_BEFORE_SETTING, **d}
         d["backbone"] = backbone_from_json(d["backbone"]) if d.get("backbone") else None
         d["patch_size"] = tuple(d["patch_size"]) if d.get("patch_size") else None
-        d["flip_axes"] = tuple(d["flip_axes"])
+        d["flip_axes"] = None if d.get("flip_axes") is None else tuple(d["flip_axes"])
         return cls(**d)
 
 
@@ -198,7 +200,7 @@ def validation_class_dice(network: SegmentationNetwork, volumes: list[Preprocess
 
 
 def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, preprocessing: PreprocessingConfig, patch, num_classes: int,
-                          labels: dict[int, str], step: int, init: str | None, val_dice: float) -> dict:
+                          labels: dict[int, str], flip_axes: tuple[int, ...], step: int, init: str | None, val_dice: float) -> dict:
     meta = {
         "task": "segmentation",
         "method": "scratch",
@@ -209,7 +211,7 @@ def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, p
         "step": step,
         "num_classes": num_classes,
         "labels": {str(k): v for k, v in sorted(labels.items())},
-        "flip_axes": list(config.flip_axes),  # inference mirrors these too (test-time augmentation)
+        "flip_axes": list(flip_axes),  # inference mirrors these too (test-time augmentation)
     }
     if math.isfinite(val_dice):
         meta["val_dice"] = float(val_dice)
@@ -259,14 +261,14 @@ def finetune(
     loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, config.batch_size, config.log_every, config.val_every,
                         unit="patches"), DistributedContext(device=device), progress, description="finetune")
     metadata = functools.partial(segmentation_metadata, config, plan.backbone, plan.preprocessing, plan.patch, plan.num_classes,
-                                 plan.labels, init=init_name)
+                                 plan.labels, plan.flip_axes, init=init_name)
     task = SegmentationTask(out, network, [p for n, p in network.named_parameters() if n in transferred], config.freeze_steps,
                             plan.validation, plan.patch, plan.num_classes, device, metadata, config.dice_background,
                             [plan.labels.get(c, f"class {c}") for c in range(1, plan.num_classes)])
     if resume:
         state = loop.resume()
         task.best_dice, task.best_step = float(state["best_dice"]), int(state["best_step"])
-    samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=config.flip_axes,
+    samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=plan.flip_axes,
                                   foreground_sampling=config.foreground_sampling, augmentation_name=config.augmentation)
     loader = step_loader(samples, config.batch_size, loop.start, config.steps, config.seed, config.workers, device)
     result = loop.run(task, DevicePrefetcher(loader, device))
@@ -300,6 +302,21 @@ class FinetuningPlan:
     training: list[PreprocessedVolume]
     validation: list[PreprocessedVolume]
     patch: tuple[int, int, int]
+    flip_axes: tuple[int, ...]
+
+
+# "left" or "right" as a word of a label name: "left kidney", "Kidney_Left", "LeftKidney"; not "cleft"
+SIDED_LABEL = re.compile(r"(?i:(?<![a-z])(left|right)(?![a-z]))|(Left|Right)(?=[A-Z])")
+
+
+def mirrored_axes(config: FinetuneConfig, labels: dict[int, str]) -> tuple[int, ...]:
+    """The axes training flips: ``config.flip_axes`` if given; else left–right (axis 0, which maps anatomy
+    onto plausible anatomy), unless a label name says ``left`` or ``right``: mirroring would then show
+    the left organ where the right one belongs, under the left organ's label."""
+    if config.flip_axes is not None:
+        return config.flip_axes
+    sided = any(SIDED_LABEL.search(name) for name in labels.values())
+    return () if sided else (0,)
 
 
 def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None, modality: str | None, cache_dir: str | Path | None,
@@ -333,7 +350,8 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
     if any(p % backbone.size_divisor for p in patch):
         raise VectorPoseError(f"patch size {patch} must be a multiple of {backbone.size_divisor} on every axis")
     check_patch_fits(patch, shapes, backbone.size_divisor, data)
-    return FinetuningPlan(preprocessing, backbone, pretrained, num_classes, dataset.labels, split, training, validation, patch)
+    return FinetuningPlan(preprocessing, backbone, pretrained, num_classes, dataset.labels, split, training, validation, patch,
+                          mirrored_axes(config, dataset.labels))
 
 
 def _starting_point(data: Path, dataset: Dataset, config: FinetuneConfig,
