@@ -97,3 +97,31 @@ def test_a_finetuning_run_records_its_verdict(synthetic_dataset, cache_dir, tmp_
     for row in rows.values():
         assert math.isclose((row["val/dice/left organ"] + row["val/dice/right organ"]) / 2, row["val/dice"], abs_tol=1e-9)
     assert saved["collapsed"] == [n for n in ("left organ", "right organ") if rows[8][f"val/dice/{n}"] < 0.01]
+
+
+def test_a_run_made_to_collapse_is_named_in_the_verdict_and_the_warning(tmp_path, capsys):
+    """The labelled cases of the split lose their right organ (class 2), the validation case keeps it:
+    fine-tuning cannot learn class 2, so its validation Dice ends at 0 and the guard must say so."""
+    import nibabel as nib
+    import numpy as np
+
+    from cli_helpers import run
+    from vectorpose.data.datasets import load_dataset
+    from vectorpose.data.splits import make_split
+    from vectorpose.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", num_cases=8, seed=1)
+    split = make_split([c.case_id for c in load_dataset(data).labelled], 0, 0, None, 2, 0.2, 0.1)
+    for case in load_dataset(data).labelled:
+        if case.case_id in split.labelled:
+            label = nib.load(str(case.label))
+            values = np.asarray(label.dataobj)
+            nib.save(nib.Nifti1Image(np.where(values == 2, 0, values).astype(np.uint8), label.affine), str(case.label))
+    # a learning rate five times the default drives this small network to all-background within 60 steps
+    args = ["finetune", data, "--out", tmp_path / "run", "--labeled", "2", "--steps", "60", "--batch", "2", "--patch", "16",
+            "--val-every", "10", "--lr", "0.01", "--channels", "4,8,16", "--cache", tmp_path / "cache", "--quiet"]
+    code, _, err = run(args, capsys)
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "convergence.json").read_text(encoding="utf-8"))
+    assert "right organ" in saved["collapsed"]
+    assert "warning: collapse: validation Dice of" in err and "right organ" in err

@@ -3,11 +3,12 @@
 CT: clip to a Hounsfield window, then scale the window to [0, 1]. MRI (and any modality without a
 calibrated scale): clip to robust percentiles, then z-score. With a target ``spacing``, each
 normalised scan (and its label map) is then resampled to it (:mod:`~vectorpose.data.resampling`),
-a second cache layer over the first; a scan already at that spacing is used as it is. Preprocessed volumes are stored as
-``.npy`` files in RAS+ order and read back by memory map, so a second run starts at once and
-worker processes share pages instead of copying arrays. The cache key hashes the source file's
-bytes together with the preprocessing settings: a changed file or a changed setting never reuses a
-stale entry. The digest of an unchanged file is remembered, so it is read only once.
+a second cache layer over the first; a scan already at that spacing is used as it is.
+
+Preprocessed volumes are stored as ``.npy`` files in RAS+ order and read back by memory map, so a
+second run starts at once and worker processes share pages instead of copying arrays. The cache key
+hashes the source file's bytes together with the preprocessing settings: a changed file or a changed
+setting never reuses a stale entry. The digest of an unchanged file is remembered, so it is read only once.
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ class FinetuneConfig:
     pretrained model's (or the default for a run from scratch). The labelled cases are given as
     ``label_fraction`` (a share of the training pool) or ``labelled`` (a count), not both; neither
     means all of them. ``freeze_steps``: the first steps, in which the transferred parameters stay
-    frozen. ``flip_axes`` ``None`` means automatic (:func:`mirrored_axes`). ``warmup``: the share of the steps over which the learning rate rises linearly from 0,
-    before the cosine decay to 0.
+    frozen. ``flip_axes`` ``None`` means automatic (:func:`mirrored_axes`). ``warmup``: the share of
+    the steps over which the learning rate rises linearly from 0, before the cosine decay to 0.
     """
 
     steps: int = setting(1000, "Optimisation steps.")
@@ -385,8 +385,8 @@ def parameter_groups(network: torch.nn.Module, transferred: set[str], config: Fi
 class SegmentationTask(TrainingTask):
     """Fine-tuning's part of the loop: Dice (foreground classes only unless ``dice_background``) +
     cross-entropy (with deep supervision, the weighted sum over the output levels, the label map
-    down-sampled by nearest neighbour to each; weights ``2^-k``, normalised to sum to 1), with the ``transferred`` parameters frozen for the first ``freeze_steps`` steps; at
-    each scheduled checkpoint the validation Dice (mean and per class, ``val/dice/<class name>``),
+    down-sampled by nearest neighbour to each; weights ``2^-k``, normalised to sum to 1), with the
+    ``transferred`` parameters frozen for the first ``freeze_steps`` steps; at each scheduled checkpoint the validation Dice (mean and per class, ``val/dice/<class name>``),
     ``model.*`` when the mean is the best so far (every time without validation cases), and ``last.*``."""
 
     loss_key = "dice_ce"

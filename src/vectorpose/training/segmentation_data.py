@@ -18,9 +18,10 @@ Augmentation (MONAI transforms), by name:
 - ``light``: a random affine (rotation up to 15°, scaling ±15 %, p 0.3), flips on ``flip_axes``,
   Gaussian noise, intensity scaling and gamma (p 0.15 each).
 
-Flips default to the left–right axis only: that flip maps anatomy onto plausible anatomy, whereas
-flipping the anterior–posterior or superior–inferior axis would swap structures whose labels depend
-on that direction (for example the anterior and posterior hippocampus).
+Fine-tuning flips at most the left–right axis by default (see
+:func:`~vectorpose.training.finetune.mirrored_axes`): that flip maps anatomy onto plausible anatomy,
+whereas flipping the anterior–posterior or superior–inferior axis would swap structures whose labels
+depend on that direction (for example the anterior and posterior hippocampus).
 """
 
 from __future__ import annotations
