@@ -75,8 +75,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     lines = [f"# Fine-tuning recipe on the validation split: {args.fraction:.0%} of the training pool labelled", "",
              "Produced by", "", "```", "python benchmarks/finetune_recipe.py " + shlex.join(sys.argv[1:]), "```", "",
-             f"on {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}, one run at a time "
-             f"with {args.threads} torch thread(s). Split seed 0; the score is the best validation Dice each run kept "
+             f"on {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}; this script runs one "
+             f"run at a time with {args.threads} torch thread(s), but other jobs may share the machine, so times are upper bounds. "
+             "Split seed 0; the score is the best validation Dice each run kept "
              "(mean over the foreground classes and the validation cases); nothing here looked at the test split except the "
              "`test Dice` column, filled for the variant named by `--test` only.", "",
              "| variant | flags | seeds | validation Dice (mean ± std) | paired difference to `default` | converged | time per run |",
