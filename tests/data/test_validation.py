@@ -7,20 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vectorpose.data.io import ImageGeometry
-from vectorpose.data.preprocessing import PreprocessedVolume
+from cached_volumes import label_volume as volume
 from vectorpose.data.validation import check_crop_fits, check_label_values, check_patch_fits, largest_useful_patch
 from vectorpose.errors import DataError, DatasetError
-
-EYE = tuple(tuple(float(v) for v in r) for r in np.eye(4))
-
-
-def volume(tmp_path: Path, name: str, label: np.ndarray) -> PreprocessedVolume:
-    np.save(tmp_path / f"{name}.npy", label)
-    geometry = ImageGeometry(EYE, label.shape, ("R", "A", "S"), EYE, label.shape, (1.0, 1.0, 1.0))
-    return PreprocessedVolume(name, tmp_path / f"{name}.nii.gz", tmp_path / f"{name}.npy", geometry, (0.0, 1.0),
-                              label_path=tmp_path / f"{name}.npy", source_label=tmp_path / f"{name}_label.nii.gz",
-                              label_values=tuple(np.unique(label).tolist()))
 
 
 @pytest.mark.parametrize("values,declared,bad", [

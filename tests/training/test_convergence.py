@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from vectorpose.training.convergence import class_curves, convergence, validation_curve
+from vectorpose.training.convergence import convergence, validation_curves
 
 
 @pytest.mark.parametrize("curve, steps, converged, gain", [
@@ -52,7 +52,7 @@ def test_curve_from_metrics_keeps_the_latest_row_of_a_step(tmp_path):
             {"step": 4, "val/dice": 0.35}, {"step": 6, "loss": 1.0, "val/dice": 0.4}]  # step 4 again after a resume
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    assert validation_curve(path) == [(2, 0.1), (4, 0.35), (6, 0.4)]
+    assert validation_curves(path)[0] == [(2, 0.1), (4, 0.35), (6, 0.4)]
 
 
 @pytest.mark.parametrize("curve, collapsed", [
@@ -73,7 +73,7 @@ def test_class_curves_from_metrics(tmp_path):
             {"step": 4, "val/dice": 0.5, "val/dice/liver": 0.9, "val/dice/spleen": 0.1}]
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    assert class_curves(path) == {"liver": [(2, 0.8), (4, 0.9)], "spleen": [(2, 0.0), (4, 0.1)]}
+    assert validation_curves(path) == ([(2, 0.4), (4, 0.5)], {"liver": [(2, 0.8), (4, 0.9)], "spleen": [(2, 0.0), (4, 0.1)]})
 
 
 def test_a_finetuning_run_records_its_verdict(synthetic_dataset, cache_dir, tmp_path):

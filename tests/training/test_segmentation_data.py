@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from vectorpose.data.io import ImageGeometry
-from vectorpose.data.preprocessing import PreprocessedVolume
+from cached_volumes import label_volume as volume
 from vectorpose.training.segmentation_data import SegmentationDataset
 
-EYE = tuple(tuple(float(v) for v in r) for r in np.eye(4))
 PATCH = (8, 8, 8)
 DRAWS = 2000
-
-
-def volume(tmp_path: Path, name: str, label: np.ndarray) -> PreprocessedVolume:
-    np.save(tmp_path / f"{name}_image.npy", label.astype(np.float32))
-    np.save(tmp_path / f"{name}_label.npy", label)
-    geometry = ImageGeometry(EYE, label.shape, ("R", "A", "S"), EYE, label.shape, (1.0, 1.0, 1.0))
-    return PreprocessedVolume(name, tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_image.npy", geometry, (0.0, 1.0),
-                              label_path=tmp_path / f"{name}_label.npy", source_label=tmp_path / f"{name}_label.nii.gz",
-                              label_values=tuple(np.unique(label).tolist()))
 
 
 def organs() -> np.ndarray:

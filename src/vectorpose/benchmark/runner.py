@@ -37,7 +37,7 @@ from ..inference.evaluate import evaluate
 from ..methods import get_method
 from ..models.files import load_model
 from ..settings import setting
-from ..training.convergence import convergence, validation_curve
+from ..training.convergence import convergence, validation_curves
 from ..training.finetune import FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
 from ..training.run import METRICS_FILE
@@ -168,7 +168,7 @@ def finished_cell(path: Path, config: BenchmarkConfig, fraction: float, seed: in
     if _without_placement(cell.get("finetune", {})) != expected or cell.get("init") != _init_name(init):
         return None
     if "converged" not in cell and (path / METRICS_FILE).is_file():  # a cell from before the verdict was recorded
-        verdict = convergence(validation_curve(path / METRICS_FILE), cell["finetune"]["steps"])
+        verdict = convergence(validation_curves(path / METRICS_FILE)[0], cell["finetune"]["steps"])
         cell.update(converged=verdict.converged, late_gain=verdict.late_gain)
     return cell
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,9 +220,11 @@ def to_canonical(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[np.nd
     if math.prod(shape) > MAX_VOXELS:
         raise DataError(path, f"the header claims {shape} = {math.prod(shape):,} voxels, more than the {MAX_VOXELS:,} a scan may have; "
                               "is the header damaged?")
-    sizes = [float(v) for v in img.header.get_zooms()[:3]] + [float(v) for v in np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0)]
-    if not all(math.isfinite(v) and v > 0 for v in sizes):
-        raise DataError(path, f"voxel size {tuple(round(v, 6) for v in sizes[:3])} mm: every voxel size must be positive and finite")
+    # the header's voxel sizes and the affine's axis lengths (what reorientation uses) must both be real sizes
+    axis_lengths = np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0)
+    for what, sizes in (("voxel size", img.header.get_zooms()[:3]), ("affine axis length", axis_lengths)):
+        if not all(math.isfinite(float(v)) and v > 0 for v in sizes):
+            raise DataError(path, f"{what} {tuple(round(float(v), 6) for v in sizes)} mm: every voxel size must be positive and finite")
     try:
         canonical = nib.as_closest_canonical(img)
         array = np.asanyarray(canonical.dataobj)

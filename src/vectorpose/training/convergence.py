@@ -26,6 +26,7 @@ from pathlib import Path
 TOLERANCE = 0.01  # one Dice point
 LAST_SHARE = 0.25
 COLLAPSE_DICE = 0.01
+MEAN_KEY, CLASS_PREFIX = "val/dice", "val/dice/"  # the metrics.jsonl columns of the mean and of each class
 
 
 @dataclass(frozen=True)
@@ -78,25 +79,15 @@ def _collapsed(points: list[tuple[int, float]], late_from: float) -> bool:
     return bool(late) and max(late) < COLLAPSE_DICE
 
 
-def validation_curve(metrics_file: str | Path) -> list[tuple[int, float]]:
-    """``[(step, val/dice), ...]`` from a run's ``metrics.jsonl``; a later row of a step (after a resume) wins."""
-    curve: dict[int, float] = {}
-    for line in Path(metrics_file).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "val/dice" in row:
-                curve[int(row["step"])] = float(row["val/dice"])
-    return sorted(curve.items())
-
-
-def class_curves(metrics_file: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """``{class name: [(step, val/dice/<name>), ...]}`` from a run's ``metrics.jsonl``, as :func:`validation_curve`."""
+def validation_curves(metrics_file: str | Path) -> tuple[list[tuple[int, float]], dict[str, list[tuple[int, float]]]]:
+    """From a run's ``metrics.jsonl``: ``[(step, val/dice), ...]`` and ``{class name: [(step, val/dice/<name>), ...]}``;
+    a later row of a step (after a resume) wins."""
     curves: dict[str, dict[int, float]] = {}
-    prefix = "val/dice/"
     for line in Path(metrics_file).read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
             for key, value in row.items():
-                if key.startswith(prefix):
-                    curves.setdefault(key[len(prefix):], {})[int(row["step"])] = float(value)
-    return {name: sorted(c.items()) for name, c in curves.items()}
+                if key == MEAN_KEY or key.startswith(CLASS_PREFIX):
+                    curves.setdefault(key, {})[int(row["step"])] = float(value)
+    mean = sorted(curves.pop(MEAN_KEY, {}).items())
+    return mean, {key[len(CLASS_PREFIX):]: sorted(c.items()) for key, c in curves.items()}

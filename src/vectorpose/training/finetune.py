@@ -54,7 +54,7 @@ from ..utils.files import write_json
 from .distributed import DistributedContext
 from .loop import LoopConfig, TrainingLoop, TrainingTask
 from .prefetch import DevicePrefetcher
-from .convergence import Convergence, class_curves, convergence, validation_curve
+from .convergence import CLASS_PREFIX, MEAN_KEY, Convergence, convergence, validation_curves
 from .run import CONFIG_FILE, METRICS_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
 from .segmentation_data import AUGMENTATIONS, FOREGROUND_SAMPLING, SegmentationDataset
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
@@ -272,7 +272,8 @@ def finetune(
                                   foreground_sampling=config.foreground_sampling, augmentation_name=config.augmentation)
     loader = step_loader(samples, config.batch_size, loop.start, config.steps, config.seed, config.workers, device)
     result = loop.run(task, DevicePrefetcher(loader, device))
-    verdict = convergence(validation_curve(out / METRICS_FILE), config.steps, classes=class_curves(out / METRICS_FILE))
+    curve, classes = validation_curves(out / METRICS_FILE)
+    verdict = convergence(curve, config.steps, classes=classes)
     write_json(out / CONVERGENCE_FILE, verdict.to_json())
     return FinetuneResult(network=network, run_dir=out, best_dice=task.best_dice, best_step=task.best_step, split=plan.split,
                           transfer=report, history=result.history, convergence=verdict)
@@ -426,7 +427,7 @@ class SegmentationTask(TrainingTask):
             self.best_dice, self.best_step = dice, step
             save_model(self.out, state, self.metadata(step=step, val_dice=dice))
         save_model(self.out, state, self.metadata(step=step, val_dice=dice), name="last")
-        return {"val/dice": dice, **{f"val/dice/{name}": d for name, d in zip(self.class_names, per_class)}}
+        return {MEAN_KEY: dice, **{f"{CLASS_PREFIX}{name}": d for name, d in zip(self.class_names, per_class)}}
 
     def resume_state(self) -> dict:
         return {"best_dice": self.best_dice, "best_step": self.best_step}
