@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 import sys
 import traceback
@@ -143,6 +144,14 @@ def _required_data(data: Path | None) -> Path:
     return data
 
 
+def _patch_override(patch: str) -> dict:
+    """The ``patch_size`` setting of a given ``--patch`` (``X,Y,Z``, one side, or ``auto``); nothing when not given."""
+    if not given("patch"):
+        return {}
+    sizes = None if patch == "auto" else _ints(patch)
+    return {"patch_size": None if sizes is None else (sizes * 3 if len(sizes) == 1 else sizes)}
+
+
 def _own_backbone(backbone: str, channels: tuple[int, ...], patch: int):
     """VectorPOSE's U-Net of ``--channels``, or for ``dynunet`` MONAI's DynUNet laid out for ``--patch`` (raises ValueError)."""
     from .models.dynunet_backbone import DynUNetBackboneConfig
@@ -222,10 +231,7 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
     from .training.finetune import finetune as run_finetune
 
     data = _required_data(data)
-    overrides = {}
-    if given("patch"):
-        sizes = None if patch == "auto" else _ints(patch)
-        overrides["patch_size"] = None if sizes is None else (sizes * 3 if len(sizes) == 1 else sizes)
+    overrides = _patch_override(patch)
     if given("channels"):
         overrides["backbone"] = BackboneConfig(channels=_ints(channels))
     config = settings.build(**overrides)
@@ -240,6 +246,32 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
     if verdict is not None and verdict.collapsed:
         click.echo(f"warning: collapse: validation Dice of {', '.join(verdict.collapsed)} stayed below {COLLAPSE_DICE} through the last "
                    f"quarter of the run (the network predicts background there); see {out / 'metrics.jsonl'}", err=True)
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path), required=False)
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Pretraining run folder or model file (absent: from scratch).")
+@config_options(FinetuneConfig, section="finetune")
+@click.option("--patch", default="auto", show_default=True, help="Patch size X,Y,Z (or one number, or auto).")
+@click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
+@click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (as the run's plan.json).")
+def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, modality: str | None, cache: Path | None,
+         channels: str | None, as_json: bool) -> None:
+    """Print the plan `finetune` would use on DATA with these options (spacing, CT window, patch, batch) and why.
+
+    Reads and caches the scans as the run would; writes no run folder.
+    """
+    from .training.finetune import plan_finetuning
+
+    data = _required_data(data)
+    overrides = _patch_override(patch)
+    if given("channels"):
+        overrides["backbone"] = BackboneConfig(channels=_ints(channels))
+    config = settings.build(**overrides)
+    run_plan = plan_finetuning(data, config, init, modality, cache, progress=False).run_plan
+    click.echo(json.dumps(run_plan.to_json(), indent=2) if as_json else run_plan.summary())
 
 
 @cli.command()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vectorpose.benchmark import runner
-from vectorpose.benchmark.runner import BenchmarkConfig, cell_dir, pretraining_state, run_benchmark
+from vectorpose.benchmark.runner import BenchmarkConfig, cell_dir, pretraining_state, resolve_preprocessing, run_benchmark
 from vectorpose.data.synthetic import LABELS
 from vectorpose.benchmark.stats import paired_difference, summarise_values
 from vectorpose.errors import VectorPoseError
@@ -231,7 +231,7 @@ def test_pretraining_state(finished, tmp_path):
     data, _, out, _ = finished
     run = tmp_path / "pre"
     shutil.copytree(out / "pretrain" / "vectorpose", run)
-    config = tiny().pretrain_config("vectorpose")
+    config = resolve_preprocessing(data, out, tiny(), out.parent / "cache", False).pretrain_config("vectorpose")
     assert pretraining_state(run, config, data) == "done"
     meta = json.loads((run / "model.json").read_text(encoding="utf-8"))
     (run / "model.json").write_text(json.dumps({**meta, "step": 1}))  # cut off after a checkpoint

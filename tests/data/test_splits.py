@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from vectorpose.data.splits import Split, labelled_count, make_split, split_cases
+from vectorpose.data.splits import Split, labelled_count, make_split, read_test_split, split_cases
+from vectorpose.errors import DataError
 
 IDS = [f"case_{i:03d}" for i in range(208)]
 
@@ -70,3 +73,27 @@ def test_too_few_cases_fail():
 def test_json_round_trip():
     s = make_split(IDS, fraction=0.1)
     assert Split.from_json(s.to_json()) == s
+
+
+def test_fixed_test_split_and_validation_from_the_rest():
+    ids = [f"c{i:02d}" for i in range(30)]
+    test = tuple(f"c{i:02d}" for i in range(21, 30))
+    t, v, pool = split_cases(ids, 0, 0.2, 0.1, test=test)
+    assert t == test and len(v) == 3 and len(pool) == 18  # ceil(0.1 * 21) validation cases, from the 21 others
+    assert not set(v) & set(test) and set(t) | set(v) | set(pool) == set(ids)
+    small, large = make_split(ids, 0, 1, count=2, test=test), make_split(ids, 0, 1, count=5, test=test)
+    assert set(small.labelled) <= set(large.labelled) and small.test == test and small.validation == v
+    with pytest.raises(ValueError, match="not labelled cases"):
+        split_cases(ids, test=("nope",))
+
+
+def test_read_test_split(tmp_path):
+    (tmp_path / "dataset.json").write_text(json.dumps({"paper": {"test": ["a"], "train": ["b", "c"]}, "bad": {"test": []},
+                                                       "both": {"test": ["a"], "train": ["a"]}}))
+    assert read_test_split(tmp_path, "paper") == (("a",), ("b", "c"))
+    (tmp_path / "mine.json").write_text(json.dumps({"test": ["c"]}))
+    assert read_test_split(tmp_path, str(tmp_path / "mine.json")) == (("c",), None)
+    for spec, message in (("missing", "has no split 'missing'"), ("bad", "non-empty"), ("both", "both in test and train"),
+                          (str(tmp_path / "absent.json"), "split file not found")):
+        with pytest.raises(DataError, match=message):
+            read_test_split(tmp_path, spec)

@@ -17,7 +17,7 @@ from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.sample import PretextConfig
 from vectorpose.models.files import load_model
 from vectorpose.models.segmentation_network import SegmentationNetwork
-from vectorpose.training.finetune import FinetuneConfig, SegmentationTask, auto_patch_size, finetune
+from vectorpose.training.finetune import FinetuneConfig, SegmentationTask, finetune
 from vectorpose.training.pretrain import PretrainConfig, pretrain
 
 SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
@@ -85,11 +85,6 @@ def test_evaluate_uses_recorded_test_split(synthetic_dataset, cache_dir, tmp_pat
     with pytest.raises(VectorPoseError, match="already exists"):
         evaluate(run, synthetic_dataset, tmp_path / "m.json", cache_dir=cache_dir)
     assert evaluate(run, synthetic_dataset, None, all_cases=True, cache_dir=cache_dir)["num_cases"] == 6
-
-
-def test_auto_patch_size():
-    assert auto_patch_size([(35, 50, 30), (43, 59, 47), (40, 52, 40)], 16) == (48, 64, 48)
-    assert auto_patch_size([(512, 512, 200)], 16) == (128, 128, 128)
 
 
 def test_end_to_end_on_real_hippocampus(hippocampus, cache_dir, tmp_path):

@@ -249,7 +249,8 @@ def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: 
     info = versions()
     results = {
         "command": command, "data": str(data.resolve()), "test_data": str(test_data.resolve()) if test_data else None,
-        "settings": {**config.recipe(), "methods": list(config.methods), "fractions": list(config.fractions), "seeds": config.seeds,
+        "settings": {**config.recipe(), "methods": list(config.methods), "fractions": config.fractions and list(config.fractions),
+                     "labelled": config.labelled and list(config.labelled), "seeds": config.seeds,
                      "device": config.device},
         "versions": info, "pretraining": pretraining, "cells": rows, "statistics": stats,
     }
@@ -261,7 +262,11 @@ def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: 
             (out / name).unlink(missing_ok=True)
 
     recipe = rows[0]["finetune"]
-    patch = "automatically sized" if recipe["patch_size"] is None else "×".join(str(v) for v in recipe["patch_size"])
+    plan = rows[0].get("plan") or {}
+    patch = "×".join(str(v) for v in plan.get("patch_size") or recipe["patch_size"] or ["(automatic)"])
+    batch = plan.get("batch_size") or recipe["batch_size"]
+    spacing = "each scan's own grid" if not plan.get("spacing") else "×".join(f"{v:.3g}" for v in plan["spacing"]) + " mm voxels"
+    split = (f"the fixed test split `{config.split}` and a validation split drawn by" if config.split else "a fixed test and validation split of")
     pre_rows = []
     for m, p in pretraining.items():
         run = f"supplied: `{p['run']}`" if p["supplied"] else "trained here"
@@ -288,10 +293,10 @@ Data: `{data}`{f"; external test data: `{test_data}`" if test_data else ""}.
 Machine and versions: {info['machine']}; vectorpose {info['vectorpose']}, torch {info['torch']}, MONAI {info['monai']},
 NumPy {info['numpy']}, Python {info['python']}.
 
-Each (method, fraction, seed) cell fine-tunes with the same recipe: {recipe['steps']} steps, batch {recipe['batch_size']} of {patch} patches,
+Each (method, amount of labels, seed) cell fine-tunes with the same recipe: {recipe['steps']} steps, batch {batch} of {patch} patches at {spacing},
 AdamW lr {recipe['lr']} (cosine), Dice + cross-entropy, `{recipe['transfer']}` transfer of pretrained weights, validation every
-{recipe['val_every']} steps with the best validation model kept, split seed {recipe['split_seed']} (a fixed test and validation
-split; seed `s` draws the labelled cases, nested across fractions, and seeds the new weights and the patch stream, the same for
+{recipe['val_every']} steps with the best validation model kept; {split} split seed {recipe['split_seed']}; seed `s` draws the
+labelled cases, nested across amounts, and seeds the new weights and the patch stream, the same for
 every method). Dice is the mean over foreground classes and cases; tables give mean ± sample standard deviation over seeds,
 and intervals are Student-t 95 % intervals of the mean over seeds.
 

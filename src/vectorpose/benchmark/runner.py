@@ -1,12 +1,18 @@
 """Running the label-efficiency benchmark: pretrain each method once, fine-tune every cell, evaluate.
 
-A cell is one (method, label fraction, seed). Every cell of a fraction and seed fine-tunes on the same
-labelled cases with the same recipe (the fine-tuning command's defaults), so methods differ only in
-their pretext objective. Layout of ``out``::
+A cell is one (method, amount of labels, seed); the amount is a label fraction of the training pool
+(``--fractions``) or a count of labelled cases (``--labelled``). Every cell of an amount and seed
+fine-tunes on the same labelled cases with the same recipe (the fine-tuning command's defaults), so
+methods differ only in their pretext objective. A fixed test split (``--split``, e.g. BTCV's
+``paper_split``) replaces the seeded one, and pretraining then never reads its test images.
+
+Every cell and every pretraining run use one preprocessing, resolved before anything runs from the
+images of the cases outside the test split, as pretraining would resolve it: the spacing and, for CT,
+the intensity window (without labels: the voxels above -500 HU). Layout of ``out``::
 
     benchmark.json                    the recipe; a rerun must use the same one
     pretrain/<method>/                pretraining runs (skipped when finished, resumed when cut off)
-    cells/<method>/f<fraction>-s<seed>/
+    cells/<method>/f<fraction>-s<seed>/   (n<count>-s<seed>/ with --labelled)
         model.*, split.json, ...      the fine-tuning run
         test_metrics.json             per-case Dice / HD95 on the recorded test split
         external_metrics.json         the same on --test-data (every labelled case)
@@ -27,9 +33,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ..data.ct_window import parse_ct_window, resolve_ct_window
 from ..data.datasets import Dataset, load_dataset
+from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
-from ..data.splits import make_split
+from ..data.resampling import parse_spacing
+from ..data.splits import SPLIT_HELP, make_split, read_test_split, training_part
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
@@ -38,7 +47,7 @@ from ..methods import get_method
 from ..models.files import load_model
 from ..settings import setting
 from ..training.convergence import convergence, validation_curves
-from ..training.finetune import FinetuneConfig, finetune
+from ..training.finetune import PLAN_FILE, FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
 from ..training.run import METRICS_FILE
 from ..training.transfer import TRANSFER_MODES
@@ -64,8 +73,11 @@ class BenchmarkConfig:
     """
 
     methods: tuple[str, ...] = setting(DEFAULT_METHODS, "Comma-separated methods to compare: any of scratch, genesis, mae, vp, bfr, vectorpose.")
-    fractions: tuple[float, ...] = setting(DEFAULT_FRACTIONS, "Comma-separated labelled fractions of the training pool.")
-    seeds: int = setting(3, "Seeds per fraction (seeds 0..N-1; each draws its own labelled cases).")
+    fractions: tuple[float, ...] | None = setting(DEFAULT_FRACTIONS, "Comma-separated labelled fractions of the training pool.")
+    labelled: tuple[int, ...] | None = setting(None, "Comma-separated counts of labelled training cases, instead of --fractions "
+                                                    "(e.g. 2,5,10).", excludes="fractions")
+    seeds: int = setting(3, "Seeds per amount of labels (seeds 0..N-1; each draws its own labelled cases).")
+    split: str | None = setting(None, SPLIT_HELP)
     pretrain_steps: int = setting(2000, "Pretraining steps of every method.")
     finetune_steps: int = setting(1000, "Fine-tuning steps of every cell.")
     val_every: int = setting(100, "Steps between validation rounds while fine-tuning.")
@@ -80,17 +92,23 @@ class BenchmarkConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
-        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        if self.labelled is not None:
+            object.__setattr__(self, "labelled", tuple(int(n) for n in self.labelled))
+            object.__setattr__(self, "fractions", None)
+        else:
+            object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions or DEFAULT_FRACTIONS))
         if not self.methods:
             raise ValueError("methods must name at least one method")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods must not repeat, got {self.methods}")
         for m in self.methods:
             get_method(m)
-        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+        if self.fractions is not None and (not self.fractions or any(not 0 < f <= 1 for f in self.fractions)):
             raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
-        if len(set(self.fractions)) != len(self.fractions):
-            raise ValueError(f"fractions must not repeat, got {self.fractions}")
+        if self.labelled is not None and (not self.labelled or min(self.labelled) < 1):
+            raise ValueError(f"labelled counts must be positive, got {self.labelled}")
+        if len(set(self.amounts)) != len(self.amounts):
+            raise ValueError(f"amounts of labels must not repeat, got {self.amounts}")
         for name in ("seeds", "pretrain_steps", "finetune_steps", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -102,20 +120,32 @@ class BenchmarkConfig:
         for m in self.methods:
             if get_method(m).pretrains:
                 self.pretrain_config(m)  # e.g. a mask block that does not divide the patch
-        self.finetune_config(self.fractions[0], 0)  # the recipe must be valid before anything runs
+        self.finetune_config(self.amounts[0], 0)  # the recipe must be valid before anything runs
+
+    @property
+    def amounts(self) -> tuple[float | int, ...]:
+        """The amounts of labels: fractions (floats) or, with ``labelled``, counts (ints)."""
+        return self.labelled if self.labelled is not None else self.fractions  # type: ignore[return-value]
 
     def pretrain_config(self, method: str) -> PretrainConfig:
         return replace(self.pretraining, method=method, steps=self.pretrain_steps, seed=self.pretrain_seed, device=self.device,
-                       workers=self.workers)
+                       workers=self.workers, split=self.split)
 
-    def finetune_config(self, fraction: float, seed: int) -> FinetuneConfig:
-        return replace(self.finetuning, steps=self.finetune_steps, label_fraction=fraction, labelled=None, seed=seed,
-                       split_seed=self.split_seed, transfer=self.transfer, val_every=self.val_every, device=self.device,
-                       workers=self.workers, backbone=self.pretraining.backbone, spacing=self.pretraining.spacing)
+    def finetune_config(self, amount: float | int, seed: int) -> FinetuneConfig:
+        count = isinstance(amount, int)
+        return replace(self.finetuning, steps=self.finetune_steps, label_fraction=None if count else amount,
+                       labelled=amount if count else None, seed=seed, split_seed=self.split_seed, split=self.split,
+                       transfer=self.transfer, val_every=self.val_every, device=self.device, workers=self.workers,
+                       backbone=self.pretraining.backbone, spacing=self.pretraining.spacing, ct_window=self.pretraining.ct_window)
+
+    def with_preprocessing(self, spacing: str, ct_window: str) -> BenchmarkConfig:
+        """This benchmark with the pretraining's ``spacing`` and ``ct_window`` settings (which every cell uses too)."""
+        return replace(self, pretraining=replace(self.pretraining, spacing=spacing, ct_window=ct_window))
 
     def to_json(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("pretraining", "finetuning")}
-        d.update(methods=list(self.methods), fractions=list(self.fractions), pretraining=self.pretraining.to_json(),
+        d.update(methods=list(self.methods), fractions=None if self.fractions is None else list(self.fractions),
+                 labelled=None if self.labelled is None else list(self.labelled), pretraining=self.pretraining.to_json(),
                  finetuning=self.finetuning.to_json())
         return d
 
@@ -129,10 +159,13 @@ class BenchmarkConfig:
 
     def recipe(self) -> dict:
         """The settings that decide the numbers (for the resumption check and the report)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("methods", "fractions", "seeds", "device", "workers", "pretrained")}
+        d = {k: v for k, v in asdict(self).items()
+             if k not in ("methods", "fractions", "labelled", "seeds", "device", "workers", "pretrained")}
+        if self.split is None:
+            d.pop("split")  # the recipe of a benchmark without a fixed split stays what it was
         d["pretraining"] = _without_placement(self.pretrain_config("vectorpose").to_json())
         d["finetuning"] = _without_placement(self.finetune_config(1.0, 0).to_json())
-        for key in ("method", "seed", "label_fraction", "labelled"):
+        for key in ("method", "seed", "label_fraction", "labelled", "split"):
             d["pretraining"].pop(key, None)
             d["finetuning"].pop(key, None)
         if any(get_method(m).masked_input for m in self.methods):
@@ -141,11 +174,11 @@ class BenchmarkConfig:
         return d
 
     def cells(self) -> list[tuple[str, float, int]]:
-        return [(m, f, s) for f in self.fractions for s in range(self.seeds) for m in self.methods]
+        return [(m, a, s) for a in self.amounts for s in range(self.seeds) for m in self.methods]
 
 
-def cell_dir(out: Path, method: str, fraction: float, seed: int) -> Path:
-    return out / "cells" / method / f"f{fraction:g}-s{seed}"
+def cell_dir(out: Path, method: str, amount: float | int, seed: int) -> Path:
+    return out / "cells" / method / (f"n{amount}-s{seed}" if isinstance(amount, int) else f"f{amount:g}-s{seed}")
 
 
 def _without_placement(d: dict) -> dict:
@@ -159,12 +192,12 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def finished_cell(path: Path, config: BenchmarkConfig, fraction: float, seed: int, init: Path | None) -> dict | None:
+def finished_cell(path: Path, config: BenchmarkConfig, amount: float | int, seed: int, init: Path | None) -> dict | None:
     """The cell's summary if it finished with this recipe and initialisation, else ``None``."""
     cell = _read_json(path / CELL_FILE)
     if cell is None:
         return None
-    expected = _without_placement(config.finetune_config(fraction, seed).to_json())
+    expected = _without_placement(config.finetune_config(amount, seed).to_json())
     if _without_placement(cell.get("finetune", {})) != expected or cell.get("init") != _init_name(init):
         return None
     if "converged" not in cell and (path / METRICS_FILE).is_file():  # a cell from before the verdict was recorded
@@ -205,7 +238,7 @@ def _summary(result: dict) -> dict:
 
 def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cache_dir, progress: bool) -> str:
     """Everything the benchmark will read, checked before anything runs, every bad file listed at once:
-    both datasets' files, label values, each label fraction, and the pretraining and fine-tuning patches.
+    both datasets' files, label values, each amount of labels, and the pretraining and fine-tuning patches.
     Returns the data's modality."""
     dataset = load_dataset(data)
     if not dataset.labelled:
@@ -222,6 +255,9 @@ def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cac
         if external.modality is not None and external.modality != dataset.modality:
             raise DataError(test_data, f"is {external.modality} data, but {data} is {dataset.modality}")
     preprocessing = PreprocessingConfig(modality=dataset.modality)
+    window = parse_ct_window(config.pretraining.ct_window)
+    if dataset.modality == "CT" and window != "auto":
+        preprocessing = replace(preprocessing, ct_window=window)
     checked = [dataset]
     if external is not None:
         checked.append(Dataset(external.root, external.labelled, external.modality, external.labels))
@@ -241,17 +277,47 @@ def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cac
     check_crop_fits(pretext.patch_size, pretext.scale_range[0], [v.shape for v in own], data)
     shape_of = {v.case_id: v.shape for v in own}
     ft = config.finetuning
-    for fraction in config.fractions:
+    test, train = read_test_split(dataset.root, config.split) if config.split else (None, None)
+    ids = [c.case_id for c in dataset.labelled if train is None or c.case_id in set(train) | set(test or ())]
+    for amount in config.amounts:
+        count = isinstance(amount, int)
         for seed in range(config.seeds):
             try:
-                split = make_split([c.case_id for c in dataset.labelled], config.split_seed, seed, fraction, None, ft.test_fraction,
-                                   ft.validation_fraction)
+                split = make_split(ids, config.split_seed, seed, None if count else amount, amount if count else None, ft.test_fraction,
+                                   ft.validation_fraction, test)
             except ValueError as exc:
                 raise DataError(data, str(exc)) from None
             if ft.patch_size is not None:
                 shapes = [shape_of[i] for i in split.labelled + split.validation]
                 check_patch_fits(ft.patch_size, shapes, config.pretraining.backbone.size_divisor, data)
     return dataset.modality
+
+
+def resolve_preprocessing(data: Path, out: Path, config: BenchmarkConfig, cache_dir, progress: bool) -> BenchmarkConfig:
+    """``config`` with the spacing and CT window every run of the benchmark uses, made explicit.
+
+    They are resolved as pretraining resolves them, from the images of the cases outside the test
+    split, with the voxel budget of the benchmark's device; a benchmark folder that already resolved
+    them keeps its values, so a rerun on another device finishes the same study.
+    """
+    pretraining = config.pretraining
+    if parse_spacing(pretraining.spacing) != "auto" and parse_ct_window(pretraining.ct_window) != "auto":
+        return config
+    saved = (_read_json(out / BENCHMARK_FILE) or {}).get("recipe", {}).get("pretraining", {})
+    if saved.get("spacing") and saved.get("ct_window") and saved.get("spacing") != "auto" and saved.get("ct_window") != "auto":
+        return config.with_preprocessing(saved["spacing"], saved["ct_window"])
+    dataset = load_dataset(data)
+    if dataset.modality is None:
+        raise DataError(data, "modality unknown: dataset.json names none")
+    images = (training_part(dataset, config.split) if config.split else dataset).images_only()
+    window = resolve_ct_window(pretraining.ct_window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir)
+    preprocessing = PreprocessingConfig(modality=dataset.modality)
+    if window is not None:
+        preprocessing = replace(preprocessing, ct_window=window)
+    _, _, resolved = preprocess_at_spacing(images, preprocessing, pretraining.spacing, cache_dir, progress=progress,
+                                           budget=budget_for(resolve_device(config.device).type))
+    spacing = "native" if resolved.spacing is None else ",".join(repr(v) for v in resolved.spacing)
+    return config.with_preprocessing(spacing, pretraining.ct_window if window is None else ",".join(repr(v) for v in window))
 
 
 def _check_pretrained(name: str, path: str, config: BenchmarkConfig, modality: str) -> None:
@@ -293,6 +359,7 @@ def run_benchmark(
     data, out = Path(data), Path(out)
     test_data = Path(test_data) if test_data is not None else None
     external = str(test_data.resolve()) if test_data else None
+    config = resolve_preprocessing(data, out, config, cache_dir, progress)
     header = {"data": str(data.resolve()), "recipe": config.recipe()}
     _check_folder(out, header)
     modality = _check_data(data, test_data, config, cache_dir, progress)
@@ -315,13 +382,12 @@ def run_benchmark(
             bar.set_postfix_str(f"pretraining {m}")
             pretrain(data, pre_runs[m], config.pretrain_config(m), cache_dir=cache_dir, resume=resume, overwrite=not resume, progress=False)
             bar.update(1)
-        for method, fraction, seed in todo:
-            path = cell_dir(out, method, fraction, seed)
-            bar.set_postfix_str(f"{method} {fraction:g} seed {seed}")
-            done[(method, fraction, seed)] = run_cell(data, path, config, method, fraction, seed,
-                                                      pre_runs.get(method), test_data, cache_dir)
-            cell = done[(method, fraction, seed)]
-            bar.write(f"{method:>10}  fraction {fraction:g}  seed {seed}  labelled {cell['labelled']:>4}  "
+        for method, amount, seed in todo:
+            path = cell_dir(out, method, amount, seed)
+            bar.set_postfix_str(f"{method} {amount:g} seed {seed}")
+            done[(method, amount, seed)] = run_cell(data, path, config, method, amount, seed, pre_runs.get(method), test_data, cache_dir)
+            cell = done[(method, amount, seed)]
+            bar.write(f"{method:>10}  fraction {cell['fraction']:.3g}  seed {seed}  labelled {cell['labelled']:>4}  "
                       f"test Dice {cell['test']['mean_dice']:.3f}  ({cell['finetune_s'] / 60:.1f} min)")
             bar.update(1)
         for c in rescore:
@@ -389,20 +455,23 @@ def _pretraining_info(path: Path, out: Path) -> dict:
     }
 
 
-def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, fraction: float, seed: int, init: Path | None,
+def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, amount: float | int, seed: int, init: Path | None,
              test_data: Path | None, cache_dir) -> dict:
-    """Fine-tune and evaluate one cell from scratch (an interrupted attempt is removed first)."""
+    """Fine-tune and evaluate one cell from scratch (an interrupted attempt is removed first). A count of
+    labelled cases is recorded as its share of the training pool too (``fraction``), so reports read both alike."""
     if path.exists():
         shutil.rmtree(path)
-    fconfig = config.finetune_config(fraction, seed)
+    fconfig = config.finetune_config(amount, seed)
     t0 = time.perf_counter()
     result = finetune(data, path, fconfig, init=init, cache_dir=cache_dir, progress=False)
     cell = {
-        "method": method, "fraction": fraction, "seed": seed, "labelled": len(result.split.labelled),
+        "method": method, "fraction": amount / len(result.split.pool) if isinstance(amount, int) else amount, "seed": seed,
+        "labelled": len(result.split.labelled),
         "val_dice": result.best_dice if math.isfinite(result.best_dice) else None, "best_step": result.best_step,
         "converged": result.convergence.converged, "late_gain": result.convergence.late_gain,
         "collapsed": list(result.convergence.collapsed),
         "finetune_s": time.perf_counter() - t0, "init": _init_name(init), "finetune": fconfig.to_json(),
+        "plan": _read_json(path / PLAN_FILE),
     }
     return score_cell(path, cell, data, test_data, config.device, cache_dir)
 

@@ -25,7 +25,8 @@ from ..errors import DataError, DatasetError
 from ..utils.files import atomic_write, remove_stale_temporaries, write_json
 from .datasets import Case, Dataset, normalisation_for
 from .io import ImageGeometry, load_image, scan_files
-from .resampling import choose_spacing, resample_image, resample_labels, resampled_shape, same_spacing
+from .planning import VoxelBudget, planned_spacing
+from .resampling import resample_image, resample_labels, resampled_shape, same_spacing
 
 # bump when the meaning of a cached array changes
 CACHE_FORMAT = 1
@@ -375,12 +376,14 @@ def preprocess_at_spacing(
     cache_dir: str | Path | None = None,
     skip_bad: bool = False,
     progress: bool = False,
+    budget: VoxelBudget | None = None,
 ) -> tuple[list[PreprocessedVolume], list[DataError], PreprocessingConfig]:
     """:func:`preprocess_dataset` at the spacing that ``spacing`` (``auto``, ``native`` or ``X,Y,Z``)
-    chooses from the scans' own spacings; returns the volumes, the skipped problems, and ``config``
+    chooses from the scans' own spacings and shapes (:func:`~vectorpose.data.planning.planned_spacing`:
+    ``auto`` is coarsened to fit ``budget``); returns the volumes, the skipped problems, and ``config``
     with that spacing (to record in the run)."""
     volumes, skipped = preprocess_dataset(dataset, replace(config, spacing=None), cache_dir, skip_bad, progress)
-    target = choose_spacing(spacing, [v.geometry.spacing for v in volumes])
+    target, _ = planned_spacing(spacing, [v.geometry.spacing for v in volumes], [v.geometry.canonical_shape for v in volumes], budget)
     config = replace(config, spacing=target)
     if target is None:
         return volumes, skipped, config

@@ -2,16 +2,27 @@
 
 The test and validation splits depend only on the case ids and ``split_seed``: they are the same for
 every label fraction and every training seed, so every model of a study is scored on the same cases.
+A fixed test split (a published protocol's, e.g. ``paper_split`` in BTCV's ``dataset.json``) replaces
+the seeded one; the validation split is then drawn from the remaining cases.
 The labelled training subset is a prefix of a seeded permutation of the remaining pool, so for one
 seed the 5 % subset is contained in the 10 % subset, and so on.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
+
+from ..errors import DataError
+from .datasets import Dataset
+
+SPLIT_HELP = ("A fixed test split: a key of the data's dataset.json (e.g. paper_split) or a JSON file, holding "
+              "{\"test\": [case ids]} (cases under \"train\", if given, are the only others used). "
+              "Without it, a seeded --test-fraction of the cases.")
 
 
 @dataclass(frozen=True)
@@ -43,18 +54,58 @@ def split_cases(
     split_seed: int = 0,
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
+    test: tuple[str, ...] | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """``(test, validation, pool)``: disjoint, covering all cases, fixed by ``split_seed`` alone."""
+    """``(test, validation, pool)``: disjoint, covering all cases, fixed by ``split_seed`` alone.
+
+    With a fixed ``test`` (case ids among ``case_ids``) the test split is that, ``test_fraction`` is
+    not used, and the validation split is ``validation_fraction`` of the other cases (rounded up).
+    """
     if not 0 <= test_fraction < 1 or not 0 <= validation_fraction < 1 or test_fraction + validation_fraction >= 1:
         raise ValueError(f"test_fraction and validation_fraction must be >= 0 and sum below 1, got {test_fraction}, {validation_fraction}")
     ordered = _ordered(case_ids, split_seed)
-    n_test = math.ceil(test_fraction * len(ordered)) if test_fraction > 0 else 0
-    n_val = math.ceil(validation_fraction * len(ordered)) if validation_fraction > 0 else 0
-    if len(ordered) - n_test - n_val < 1:
-        raise ValueError(f"{len(ordered)} labelled cases leave none for training after {n_test} test and {n_val} validation cases")
-    test = tuple(sorted(ordered[:n_test]))
-    validation = tuple(sorted(ordered[n_test:n_test + n_val]))
-    return test, validation, tuple(sorted(ordered[n_test + n_val:]))
+    if test is None:
+        n_test = math.ceil(test_fraction * len(ordered)) if test_fraction > 0 else 0
+        fixed, rest = ordered[:n_test], ordered[n_test:]
+    else:
+        unknown = sorted(set(test) - set(ordered))
+        if unknown:
+            raise ValueError(f"the test split names cases that are not labelled cases of the data: {', '.join(unknown[:5])}")
+        fixed, rest = list(test), [c for c in ordered if c not in set(test)]
+    base = len(ordered) if test is None else len(rest)
+    n_val = math.ceil(validation_fraction * base) if validation_fraction > 0 else 0
+    if len(rest) - n_val < 1:
+        raise ValueError(f"{len(ordered)} labelled cases leave none for training after {len(fixed)} test and {n_val} validation cases")
+    return tuple(sorted(fixed)), tuple(sorted(rest[:n_val])), tuple(sorted(rest[n_val:]))
+
+
+def read_test_split(root: Path, spec: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """``(test ids, train ids or None)`` of ``spec``: a key of ``root/dataset.json`` or a JSON file."""
+    path = Path(spec)
+    if path.suffix == ".json" or path.is_file():
+        source, where = path, str(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(path, "split file not found") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(path, f"not a readable JSON split ({exc})") from None
+    else:
+        source, where = root / "dataset.json", f"key {spec!r} of {root / 'dataset.json'}"
+        try:
+            d = json.loads(source.read_text(encoding="utf-8")).get(spec)
+        except (OSError, json.JSONDecodeError):
+            d = None
+        if d is None:
+            raise DataError(source, f"has no split {spec!r}; give a key of dataset.json or a JSON file")
+    if not isinstance(d, dict) or not isinstance(d.get("test"), list) or not d["test"] or \
+            not all(isinstance(c, str) for c in d["test"] + list(d.get("train") or [])):
+        raise DataError(source, f"{where}: a split needs a non-empty \"test\" list of case ids (and optionally \"train\")")
+    train = d.get("train")
+    overlap = sorted(set(d["test"]) & set(train or []))
+    if overlap:
+        raise DataError(source, f"{where}: cases both in test and train: {', '.join(overlap[:5])}")
+    return tuple(d["test"]), (tuple(train) if train is not None else None)
 
 
 def labelled_count(pool_size: int, fraction: float | None = None, count: int | None = None) -> int:
@@ -76,6 +127,15 @@ def labelled_count(pool_size: int, fraction: float | None = None, count: int | N
     return n
 
 
+def training_part(dataset: Dataset, spec: str) -> Dataset:
+    """``dataset`` without the test cases of split ``spec`` (and, if it lists them, only its training cases)."""
+    test, train = read_test_split(dataset.root, spec)
+    kept = tuple(c for c in dataset.cases if c.case_id not in set(test) and (train is None or c.case_id in set(train)))
+    if not kept:
+        raise DataError(dataset.root, f"split {spec!r} leaves no case outside its test split")
+    return replace(dataset, cases=kept)
+
+
 def make_split(
     case_ids: list[str],
     split_seed: int = 0,
@@ -84,9 +144,10 @@ def make_split(
     count: int | None = None,
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
+    test: tuple[str, ...] | None = None,
 ) -> Split:
     """The full split of one run: fixed test/validation, and the first ``n`` of the pool in ``seed`` order."""
-    test, validation, pool = split_cases(case_ids, split_seed, test_fraction, validation_fraction)
+    test, validation, pool = split_cases(case_ids, split_seed, test_fraction, validation_fraction, test)
     n = labelled_count(len(pool), None if count is not None else fraction, count)
     order = tuple(_ordered(list(pool), seed))
     return Split(test=test, validation=validation, pool=order, labelled=tuple(sorted(order[:n])))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,10 +36,12 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.optimizers import WarmupCosineSchedule
 
+from ..data.ct_window import CT_WINDOW_HELP, parse_ct_window, resolve_ct_window
 from ..data.datasets import Dataset, load_dataset
+from ..data.planning import Plan, budget_for, plan_patch_and_batch, planned_spacing
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_at_spacing, preprocess_dataset
 from ..data.resampling import SPACING_HELP, parse_spacing
-from ..data.splits import Split, make_split
+from ..data.splits import SPLIT_HELP, Split, make_split, read_test_split
 from ..data.validation import check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import CheckpointError, DataError, VectorPoseError
@@ -60,20 +62,21 @@ from .segmentation_data import AUGMENTATIONS, FOREGROUND_SAMPLING, SegmentationD
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
 SPLIT_FILE = "split.json"
+PLAN_FILE = "plan.json"
 TRANSFER_FILE = "transfer.json"
 CONVERGENCE_FILE = "convergence.json"
 
 # What a config.json written before a setting existed had run with: reading one back keeps its recipe.
 RECIPE_BEFORE_SETTING = {"foreground_sampling": "voxel", "dice_background": True, "warmup": 0.0, "augmentation": "light",
-                         "deep_supervision": False, "spacing": "native"}
+                         "deep_supervision": False, "spacing": "native", "ct_window": "-1000,1000"}
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Every setting of a fine-tuning run; saved as ``config.json``.
 
-    ``patch_size`` ``None`` means automatic: the 95th percentile of the training shapes per axis,
-    rounded up to the backbone's size divisor and capped at 128. ``backbone`` ``None`` means the
+    ``patch_size`` and ``batch_size`` ``None`` mean automatic (:mod:`~vectorpose.data.planning`: the
+    95th percentile of the training shapes within the device's voxel budget). ``backbone`` ``None`` means the
     pretrained model's (or the default for a run from scratch). The labelled cases are given as
     ``label_fraction`` (a share of the training pool) or ``labelled`` (a count), not both; neither
     means all of them. ``freeze_steps``: the first steps, in which the transferred parameters stay
@@ -82,7 +85,8 @@ class FinetuneConfig:
     """
 
     steps: int = setting(1000, "Optimisation steps.")
-    batch_size: int = setting(4, "Patches per step.", flag="batch")
+    batch_size: int | None = setting(None, "Patches per step [auto: as many as the device's voxel budget holds, 2 to 8].",
+                                     flag="batch")
     lr: float = setting(2e-3, "AdamW peak learning rate (linear warm-up, then cosine decay).")
     warmup: float = setting(0.05, "Share of the steps with a linear learning-rate warm-up from 0.")
     weight_decay: float = setting(1e-4, "AdamW weight decay.")
@@ -91,7 +95,8 @@ class FinetuneConfig:
     label_fraction: float | None = setting(None, "Share of the training pool that is labelled [1.0].", excludes="labelled")
     labelled: int | None = setting(None, "Number of labelled training cases (instead of a fraction).", flag=("labeled", "labelled"),
                                    excludes="label_fraction")
-    test_fraction: float = setting(0.2, "Share of the cases held out as the test split.")
+    test_fraction: float = setting(0.2, "Share of the cases held out as the test split (without --split).")
+    split: str | None = setting(None, SPLIT_HELP)
     validation_fraction: float = setting(0.1, "Share of the cases held out for validation.")
     patch_size: tuple[int, int, int] | None = None
     backbone: AnyBackboneConfig | None = None
@@ -112,10 +117,11 @@ class FinetuneConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(0, "DataLoader worker processes.")
     spacing: str = setting("auto", SPACING_HELP + " With --init, the pretrained model's spacing.")
+    ct_window: str = setting("auto", CT_WINDOW_HELP + " With --init, the pretrained model's window.")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "val_every", "log_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
@@ -128,6 +134,7 @@ class FinetuneConfig:
         if self.labelled is not None and self.labelled < 1:
             raise ValueError(f"labelled must be >= 1, got {self.labelled}")
         parse_spacing(self.spacing)
+        parse_ct_window(self.ct_window)
         if self.transfer not in TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
         if not 0.0 <= self.warmup < 1.0:
@@ -175,12 +182,6 @@ class FinetuneResult:
     transfer: TransferReport | None = None
     history: list[dict] = field(default_factory=list)
     convergence: Convergence | None = None
-
-
-def auto_patch_size(shapes: list[tuple[int, int, int]], divisor: int, cap: int = 128) -> tuple[int, int, int]:
-    """Per axis: the 95th percentile of ``shapes``, rounded up to ``divisor``, at most ``cap``."""
-    p95 = np.percentile(np.asarray(shapes), 95, axis=0)
-    return tuple(int(min(cap, max(divisor, math.ceil(v / divisor) * divisor))) for v in p95)  # type: ignore[return-value]
 
 
 def num_classes_of(labels: dict[int, str]) -> int:
@@ -244,6 +245,7 @@ def finetune(
         "patch_size": list(plan.patch), "num_classes": plan.num_classes, "labels": {str(k): v for k, v in sorted(plan.labels.items())},
     })
     write_json(out / SPLIT_FILE, plan.split.to_json())
+    write_json(out / PLAN_FILE, plan.run_plan.to_json())
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -258,7 +260,7 @@ def finetune(
     transferred = {n for n, _ in report.matched} if report else set()
     optimizer = torch.optim.AdamW(parameter_groups(network, transferred, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = WarmupCosineSchedule(optimizer, warmup_steps=round(config.warmup * config.steps), t_total=config.steps)
-    loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, config.batch_size, config.log_every, config.val_every,
+    loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, plan.run_plan.batch, config.log_every, config.val_every,
                         unit="patches"), DistributedContext(device=device), progress, description="finetune")
     metadata = functools.partial(segmentation_metadata, config, plan.backbone, plan.preprocessing, plan.patch, plan.num_classes,
                                  plan.labels, plan.flip_axes, init=init_name)
@@ -270,7 +272,7 @@ def finetune(
         task.best_dice, task.best_step = float(state["best_dice"]), int(state["best_step"])
     samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=plan.flip_axes,
                                   foreground_sampling=config.foreground_sampling, augmentation_name=config.augmentation)
-    loader = step_loader(samples, config.batch_size, loop.start, config.steps, config.seed, config.workers, device)
+    loader = step_loader(samples, plan.run_plan.batch, loop.start, config.steps, config.seed, config.workers, device)
     result = loop.run(task, DevicePrefetcher(loader, device))
     curve, classes = validation_curves(out / METRICS_FILE)
     verdict = convergence(curve, config.steps, classes=classes)
@@ -292,7 +294,7 @@ def check_finetuning_folder(out: Path, config: FinetuneConfig, init: str | None,
 
 @dataclass
 class FinetuningPlan:
-    """What a fine-tuning run trains on and with: checked data, split, patch and architecture."""
+    """What a fine-tuning run trains on and with: checked data, split, spacing, patch, batch and architecture."""
 
     preprocessing: PreprocessingConfig
     backbone: AnyBackboneConfig
@@ -302,8 +304,12 @@ class FinetuningPlan:
     split: Split
     training: list[PreprocessedVolume]
     validation: list[PreprocessedVolume]
-    patch: tuple[int, int, int]
+    run_plan: Plan
     flip_axes: tuple[int, ...]
+
+    @property
+    def patch(self) -> tuple[int, int, int]:
+        return self.run_plan.patch
 
 
 # "left" or "right" as a word of a label name: "left kidney", "Kidney_Left", "LeftKidney"; not "cleft"
@@ -325,6 +331,11 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
     """Read and check everything a run needs before its folder is touched, so bad input never costs an old run."""
     dataset = load_dataset(data, modality)
     labelled_cases = dataset.labelled
+    test = None
+    if config.split is not None:
+        test, train = read_test_split(dataset.root, config.split)
+        if train is not None:
+            labelled_cases = tuple(c for c in labelled_cases if c.case_id in set(train) | set(test))
     if not labelled_cases:
         raise DataError(data, "no labelled cases (fine-tuning needs label maps)")
     try:
@@ -334,24 +345,43 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
     pretrained, preprocessing, backbone = _starting_point(data, dataset, config, init)
     try:
         split = make_split([c.case_id for c in labelled_cases], config.split_seed, config.seed, config.label_fraction, config.labelled,
-                           config.test_fraction, config.validation_fraction)
+                           config.test_fraction, config.validation_fraction, test)
     except ValueError as exc:
         raise VectorPoseError(f"{data}: {exc}") from None
     # every labelled case, test cases included, so a broken file shows now and not at evaluation
     labelled = Dataset(dataset.root, labelled_cases, dataset.modality, dataset.labels)
+    budget = budget_for(resolve_device(config.device).type)
+    reasons = []
     if pretrained is None:
-        volumes, _, preprocessing = preprocess_at_spacing(labelled, preprocessing, config.spacing, cache_dir, progress=progress)
+        # the window comes from the scans the run trains and validates on, never from the test split
+        by_case = {c.case_id: c for c in labelled_cases}
+        window = resolve_ct_window(config.ct_window, preprocessing.modality, [by_case[i] for i in split.labelled + split.validation],
+                                   use_labels=True, cache_dir=cache_dir)
+        if window is not None:
+            preprocessing = replace(preprocessing, ct_window=window)
+            reasons.append(f"CT window: {window[0]:.0f} to {window[1]:.0f} HU" +
+                           (" (0.5th and 99.5th percentiles of the labelled voxels of the training and validation scans)"
+                            if config.ct_window == "auto" else " (given)"))
+        volumes, _, preprocessing = preprocess_at_spacing(labelled, preprocessing, config.spacing, cache_dir, progress=progress,
+                                                          budget=budget)
+        reasons.append(planned_spacing(config.spacing, [v.geometry.spacing for v in volumes],
+                                       [v.geometry.canonical_shape for v in volumes], budget)[1])
     else:
         volumes, _ = preprocess_dataset(labelled, preprocessing, cache_dir, progress=progress)
+        reasons.append("spacing and CT window: the pretrained model's")
     check_label_values(volumes, dataset.labels)
     by_id = {v.case_id: v for v in volumes}
     training, validation = [by_id[i] for i in split.labelled], [by_id[i] for i in split.validation]
     shapes = [v.shape for v in training + validation]
-    patch = config.patch_size or auto_patch_size(shapes, backbone.size_divisor)
-    if any(p % backbone.size_divisor for p in patch):
-        raise VectorPoseError(f"patch size {patch} must be a multiple of {backbone.size_divisor} on every axis")
-    check_patch_fits(patch, shapes, backbone.size_divisor, data)
-    return FinetuningPlan(preprocessing, backbone, pretrained, num_classes, dataset.labels, split, training, validation, patch,
+    if config.patch_size is not None and any(p % backbone.size_divisor for p in config.patch_size):
+        raise VectorPoseError(f"patch size {config.patch_size} must be a multiple of {backbone.size_divisor} on every axis")
+    spacing = np.median([v.spacing for v in training + validation], axis=0)
+    run_plan = plan_patch_and_batch(shapes, spacing, backbone.size_divisor, budget, config.patch_size, config.batch_size)
+    run_plan.spacing = preprocessing.spacing
+    run_plan.ct_window = preprocessing.ct_window if preprocessing.modality == "CT" else None
+    run_plan.reasons[:0] = reasons
+    check_patch_fits(run_plan.patch, shapes, backbone.size_divisor, data)
+    return FinetuningPlan(preprocessing, backbone, pretrained, num_classes, dataset.labels, split, training, validation, run_plan,
                           mirrored_axes(config, dataset.labels))
 
 

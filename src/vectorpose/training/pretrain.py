@@ -17,8 +17,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.datasets import Dataset, load_dataset
+from ..data.ct_window import CT_WINDOW_HELP, parse_ct_window, resolve_ct_window
+from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import SPACING_HELP, parse_spacing
+from ..data.splits import SPLIT_HELP, training_part
 from ..data.validation import check_crop_fits
 from ..errors import DataError, VectorPoseError
 from ..methods import PretextMethod, get_method
@@ -57,6 +60,8 @@ class PretrainConfig:
     log_every: int = setting(10, "Steps between log rows.")
     checkpoint_every: int = setting(250, "Steps between checkpoints.")
     spacing: str = setting("auto", SPACING_HELP)
+    ct_window: str = setting("auto", CT_WINDOW_HELP)
+    split: str | None = setting(None, SPLIT_HELP + " Pretraining never reads the images of its test cases.")
     loss_weights: dict[str, float] | None = None
     backbone: AnyBackboneConfig = field(default_factory=BackboneConfig)
     pretext: PretextConfig = settings_group(PretextConfig)
@@ -71,6 +76,7 @@ class PretrainConfig:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         parse_spacing(self.spacing)
+        parse_ct_window(self.ct_window)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -112,7 +118,8 @@ class PretrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> PretrainConfig:
-        d = {"spacing": "native", **d}  # a run from before spacings existed trained on each scan's own grid
+        # a run from before these settings existed trained on each scan's own grid, with a fixed CT window
+        d = {"spacing": "native", "ct_window": "-1000,1000", **d}
         d["backbone"] = backbone_from_json(d["backbone"])
         d["pretext"] = PretextConfig.from_json(d["pretext"])
         if "masking" in d:
@@ -227,6 +234,8 @@ def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: Pret
     dataset = load_dataset(data, modality)
     if dataset.modality is None:
         raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
+    if config.split is not None:
+        dataset = training_part(dataset, config.split)
     # Every rank checks the folder (reading only; on several machines it must be on a shared file
     # system to resume). Waiting for all keeps rank 0 from clearing it (--overwrite) while others read.
     in_turn(ctx, True, lambda: check_pretraining_folder(out, config, resume, overwrite, ctx.world_size))
@@ -280,8 +289,11 @@ def _prepare_volumes(ctx: DistributedContext, data: Path, dataset: Dataset, prep
     images_only = dataset.images_only()
 
     def prepare() -> tuple[list, list, PreprocessingConfig]:
-        volumes, skipped, resolved = preprocess_at_spacing(images_only, preprocessing, config.spacing, cache_dir, skip_bad=skip_bad,
-                                                           progress=progress and ctx.is_main)
+        window = resolve_ct_window(config.ct_window, preprocessing.modality, images_only.cases, use_labels=False, cache_dir=cache_dir,
+                                   skip_bad=skip_bad)
+        with_window = preprocessing if window is None else replace(preprocessing, ct_window=window)
+        volumes, skipped, resolved = preprocess_at_spacing(images_only, with_window, config.spacing, cache_dir, skip_bad=skip_bad,
+                                                           progress=progress and ctx.is_main, budget=budget_for(ctx.device.type))
         check_crop_fits(config.pretext.patch_size, config.pretext.scale_range[0], [v.shape for v in volumes], data)
         return volumes, skipped, resolved
 
