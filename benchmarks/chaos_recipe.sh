@@ -24,5 +24,10 @@ done
 LEGACY="--foreground-sampling voxel --dice-background --warmup 0 --augmentation light --no-deep-supervision"
 run src runs/chaos-ci/default-s0 --steps 200 --patch 96,96,32 --seed 0 --spacing 2.5,2.5,7.7 --val-every 50
 run src runs/chaos-ci/legacy-s0 --steps 200 --patch 96,96,32 --seed 0 --spacing 2.5,2.5,7.7 --val-every 50 $LEGACY
-$PY benchmarks/chaos_recipe_report.py "before (b0d9532)=runs/chaos-before" "after=runs/chaos-after@s" \
+$PY benchmarks/recipe_runs_report.py --title "CHAOS T2, two labelled scans: the fine-tuning recipe before and after" \
+  --about "Made by \`bash benchmarks/chaos_recipe.sh\` (the commands are in it), one torch thread per run, beside other jobs \
+(times are upper bounds). CHAOS MR T2-SPIR as in \`../shared/data/CHAOS_T2\` (19 scans, 1.25 × 1.25 × 7.7 mm); split seed 0: \
+4 test scans, 2 validation scans, 2 labelled training scans drawn by each seed from the other 13. Test Dice per organ on the \
+4 test scans (\`vectorpose evaluate\`, native grid)." \
+  "before (b0d9532)=runs/chaos-before" "after=runs/chaos-after@s" \
   "after, CI budget=runs/chaos-ci@default" "earlier flags, CI budget=runs/chaos-ci@legacy" > docs/results/chaos_t2/recipe.md

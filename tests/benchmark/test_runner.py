@@ -258,3 +258,27 @@ def test_changed_external_set_rescores_without_training(finished, monkeypatch):
     assert all(c["external"] is None and c["external_data"] is None for c in run.cells)
     assert not list(out.rglob("external_metrics.json"))
     assert not (out / "dice_vs_labels_external.png").exists() and "External test data" not in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_fixed_split_and_labelled_counts(benchmark_data, tmp_path):
+    data, _ = benchmark_data
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"test": ["synth_000", "synth_001"]}))
+    out = tmp_path / "b"
+    config = tiny(fractions=None, labelled=(1, 3), seeds=1, split=str(split))
+    run = run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    assert {(c["method"], c["labelled"]) for c in run.cells} == {(m, n) for m in ("scratch", "vectorpose") for n in (1, 3)}
+    assert (out / "cells" / "scratch" / "n3-s0" / "cell.json").is_file()
+    for c in run.cells:
+        assert c["test"]["num_cases"] == 2
+        # the 8 others: ceil(0.1 * 8) = 1 validation case, a pool of 7
+        assert c["fraction"] == pytest.approx(c["labelled"] / 7)
+    cell_split = json.loads((out / "cells" / "scratch" / "n1-s0" / "split.json").read_text())
+    assert cell_split["test"] == ["synth_000", "synth_001"] and len(cell_split["validation"]) == 1
+    pre = json.loads((out / "pretrain" / "vectorpose" / "config.json").read_text())
+    assert pre["pretrain"]["split"] == str(split)
+    assert not {"synth_000", "synth_001"} & set(pre["cases"])
+    # every cell and the pretraining share the spacing the benchmark resolved
+    spacing = json.loads((out / "benchmark.json").read_text())["recipe"]["pretraining"]["spacing"]
+    assert spacing != "auto" and all(c["finetune"]["spacing"] == spacing for c in run.cells)
+    assert "2 labelled" not in (out / "report.md").read_text() and "3 labelled" in (out / "report.md").read_text()

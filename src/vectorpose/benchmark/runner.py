@@ -310,11 +310,13 @@ def resolve_preprocessing(data: Path, out: Path, config: BenchmarkConfig, cache_
     if dataset.modality is None:
         raise DataError(data, "modality unknown: dataset.json names none")
     images = (training_part(dataset, config.split) if config.split else dataset).images_only()
-    window = resolve_ct_window(pretraining.ct_window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir)
+    # bad scans are left out here; the data check that follows lists every one of them
+    window = resolve_ct_window(pretraining.ct_window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir,
+                               skip_bad=True)
     preprocessing = PreprocessingConfig(modality=dataset.modality)
     if window is not None:
         preprocessing = replace(preprocessing, ct_window=window)
-    _, _, resolved = preprocess_at_spacing(images, preprocessing, pretraining.spacing, cache_dir, progress=progress,
+    _, _, resolved = preprocess_at_spacing(images, preprocessing, pretraining.spacing, cache_dir, skip_bad=True, progress=progress,
                                            budget=budget_for(resolve_device(config.device).type))
     spacing = "native" if resolved.spacing is None else ",".join(repr(v) for v in resolved.spacing)
     return config.with_preprocessing(spacing, pretraining.ct_window if window is None else ",".join(repr(v) for v in window))

@@ -59,6 +59,7 @@ def intensity_sample(case: Case, use_label: bool, cache_dir: str | Path | None =
     else:
         values = image[image > BODY_HU]
     values = np.asarray(values, dtype=np.float32)
+    values = values[np.isfinite(values)]  # preprocessing reports non-finite voxels; they must not decide the window
     if len(values) > SAMPLE_PER_SCAN:
         values = values[np.sort(np.random.default_rng(0).choice(len(values), SAMPLE_PER_SCAN, replace=False))]
     _save_array(cache_dir / f"{key}.npy", values)

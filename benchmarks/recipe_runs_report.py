@@ -1,15 +1,17 @@
-"""The table of ``benchmarks/chaos_recipe.sh``: per run and organ, the test Dice, and which organs were
-not learned (Dice below 0.01), for groups of runs given as ``LABEL=FOLDER`` or ``LABEL=FOLDER@PREFIX``
-(the runs of FOLDER whose names start with PREFIX); markdown on stdout.
+"""Per run and organ, the test Dice, and which organs were not learned (Dice below 0.01), for groups of
+fine-tuning runs given as ``LABEL=FOLDER`` or ``LABEL=FOLDER@PREFIX`` (the runs of FOLDER whose names
+start with PREFIX, each scored into ``<run>-test.json``); markdown on stdout, under ``--title``, with
+``--about`` (how the runs were made) as its first paragraph. Used by ``benchmarks/chaos_recipe.sh``
+and ``benchmarks/btcv_study.sh``.
 
-    python benchmarks/chaos_recipe_report.py "before=runs/chaos-before" "after=runs/chaos-after@s" > recipe.md
+    python benchmarks/recipe_runs_report.py --title "..." --about "..." "before=runs/chaos-before" "after=runs/chaos-after@s"
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +33,20 @@ def runs(folder: Path, prefix: str) -> list[tuple[str, dict, float | None, dict]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--about", required=True, help="How the runs were made (a markdown paragraph).")
+    parser.add_argument("groups", nargs="+", help="LABEL=FOLDER or LABEL=FOLDER@PREFIX")
+    args = parser.parse_args()
     groups = {}
-    for arg in sys.argv[1:]:
+    for arg in args.groups:
         label, _, where = arg.partition("=")
         folder, _, prefix = where.partition("@")
         groups[label] = runs(Path(folder), prefix)
     organs = list(next(m for g in groups.values() for _, m, _, _ in g)["per_class"])
-    print("# CHAOS T2, two labelled scans: the fine-tuning recipe before and after\n")
-    print("Made by `bash benchmarks/chaos_recipe.sh` (the commands are in it) on "
-          f"{platform.machine()}, 2 CPU cores, no GPU, one torch thread per run, beside other jobs (times are upper bounds). "
-          "CHAOS MR T2-SPIR as in `../shared/data/CHAOS_T2` (19 scans, 1.25 × 1.25 × 7.7 mm); split seed 0: 4 test scans, "
-          "2 validation scans, 2 labelled training scans drawn by each seed from the other 13. Test Dice per organ on the 4 test "
-          f"scans (`vectorpose evaluate`, native grid). An organ with test Dice below {NOT_LEARNED} counts as not learned.\n")
+    print(f"# {args.title}\n")
+    print(f"{args.about} Machine: {platform.machine()}, 2 CPU cores, no GPU. An organ with test Dice below {NOT_LEARNED} counts "
+          "as not learned.\n")
     print("| recipe | run | spacing (mm) | patch | steps | mean Dice | " + " | ".join(organs) + " | not learned | fine-tune time |")
     print("|---" * (8 + len(organs)) + "|")
     summary = []
