@@ -282,3 +282,11 @@ def test_fixed_split_and_labelled_counts(benchmark_data, tmp_path):
     spacing = json.loads((out / "benchmark.json").read_text())["recipe"]["pretraining"]["spacing"]
     assert spacing != "auto" and all(c["finetune"]["spacing"] == spacing for c in run.cells)
     assert "2 labelled" not in (out / "report.md").read_text() and "3 labelled" in (out / "report.md").read_text()
+
+
+def test_supplied_pretraining_must_share_the_preprocessing(benchmark_data, finished, tmp_path):
+    data, _, out, _ = finished
+    other = tiny(pretraining=replace(tiny().pretraining, spacing="2,2,2"))
+    with pytest.raises(VectorPoseError, match="pretrained at spacing"):
+        run_benchmark(data, tmp_path / "b", replace(other, pretrained={"vectorpose": str(out / "pretrain" / "vectorpose")}),
+                      cache_dir=out.parent / "cache", progress=False)

@@ -64,3 +64,65 @@ def test_evaluation_scores_native_labels(chaos_t2, coarse_run):
     split = json.loads((run / "split.json").read_text(encoding="utf-8"))
     assert result["num_cases"] == len(split["test"])
     assert set(result["per_class"]) == {"liver", "right kidney", "left kidney", "spleen"}
+
+
+def write_body_ct(root):
+    """BTCV-like CT: a body (40 HU) holding a kidney (label 1, 180 HU) and a spleen (label 2, 120 HU), the
+    same 96 × 80 × 120 mm of anatomy at five spacings and in four voxel orders."""
+    specs = [((1.2, 1.2, 3.0), "RAS"), ((1.6, 1.6, 5.0), "LPS"), ((1.4, 1.4, 2.5), "RAS"), ((2.0, 2.0, 4.0), "LAS"), ((1.5, 1.5, 3.0), "PLS")]
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i, (spacing, codes) in enumerate(specs):
+        shape = [int(round(e / s)) for e, s in zip((96, 80, 120), spacing)]
+        grid = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)], indexing="ij")
+        body = ((grid[0] - 48) / 44) ** 2 + ((grid[1] - 40) / 36) ** 2 < 1
+        kidney = ((grid[0] - 30) ** 2 + (grid[1] - 40) ** 2 + (grid[2] - 60) ** 2) < 12**2
+        spleen = ((grid[0] - 68) ** 2 + (grid[1] - 35) ** 2 + (grid[2] - 70) ** 2) < 14**2
+        rng = np.random.default_rng(i)
+        image = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, shape)
+        image[kidney], image[spleen] = 180.0, 120.0
+        label = (kidney * 1 + spleen * 2).astype(np.uint8)
+        to = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(codes))
+        for array, folder in ((np.rint(image).astype(np.int16), "imagesTr"), (label, "labelsTr")):
+            ras = nib.Nifti1Image(array, np.diag([*spacing, 1.0]))
+            nib.save(ras.as_reoriented(to), root / folder / f"body_{i}.nii.gz")
+        training.append({"image": f"./imagesTr/body_{i}.nii.gz", "label": f"./labelsTr/body_{i}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"name": "body", "modality": {"0": "CT"}, "training": training,
+                                                   "labels": {"0": "background", "1": "left kidney", "2": "spleen"}}), encoding="utf-8")
+    return root
+
+
+def test_body_ct_of_mixed_spacings_and_orientations_round_trips(tmp_path):
+    """Defaults only (spacing, CT window, patch and batch planned): every prediction has its scan's shape,
+    affine and voxel order, here and on the real CT example."""
+    data = write_body_ct(tmp_path / "body")
+    config = FinetuneConfig(steps=2, labelled=2, test_fraction=0.2, val_every=2, log_every=1,
+                            backbone=BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1))
+    finetune(data, tmp_path / "run", config, cache_dir=tmp_path / "cache", progress=False)
+    _, meta = load_model(tmp_path / "run")
+    assert meta["preprocessing"]["spacing"] == pytest.approx([1.5, 1.5, 3.0])  # the median spacing per axis
+    assert meta["preprocessing"]["ct_window"] == [120.0, 180.0]  # the labelled voxels hold these two values only
+    scans = sorted((data / "imagesTr").glob("*.nii.gz"))
+    written = predict(tmp_path / "run", data / "imagesTr", tmp_path / "pred")
+    assert len(written) == len(scans)
+    for scan, out in zip(scans, sorted(written)):
+        source, result = nib.load(str(scan)), nib.load(str(out))
+        assert result.shape == source.shape and np.allclose(result.affine, source.affine)
+        assert nib.aff2axcodes(result.affine) == nib.aff2axcodes(source.affine)
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
+
+
+def test_real_ct_example_keeps_its_geometry(tmp_path):
+    from conftest import SHARED_DATA
+
+    scan = SHARED_DATA / "ct_example" / "example_ct_sm.nii.gz"
+    if not scan.is_file():
+        pytest.skip(f"real data not found at {scan}")
+    data = write_body_ct(tmp_path / "body")
+    config = FinetuneConfig(steps=1, labelled=2, val_every=1, log_every=1,
+                            backbone=BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1))
+    finetune(data, tmp_path / "run", config, cache_dir=tmp_path / "cache", progress=False)
+    [written] = predict(tmp_path / "run", scan, tmp_path / "pred.nii.gz")
+    source, result = nib.load(str(scan)), nib.load(str(written))
+    assert result.shape == source.shape and np.allclose(result.affine, source.affine)

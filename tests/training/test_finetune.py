@@ -43,6 +43,16 @@ def test_finetune_from_scratch_writes_run(synthetic_dataset, cache_dir, tmp_path
     assert meta["task"] == "segmentation" and meta["num_classes"] == 3 and meta["step"] == result.best_step
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert len(split["labelled"]) == 2 and not set(split["labelled"]) & set(split["test"])
+    plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    assert plan["patch_size"] == [16, 16, 16] and plan["batch_size"] == 2 and plan["reasons"]
+
+
+def test_automatic_batch_fills_the_cpu_budget(synthetic_dataset, cache_dir, tmp_path):
+    # 4 x 48x64x48 voxels a step hold 144 patches of 16^3: the batch is capped at 8
+    config = FinetuneConfig(labelled=2, **(FAST | {"steps": 1, "val_every": 1, "batch_size": None}))
+    finetune(synthetic_dataset, tmp_path / "ft", config, cache_dir=cache_dir, progress=False)
+    plan = json.loads((tmp_path / "ft" / "plan.json").read_text(encoding="utf-8"))
+    assert plan["batch_size"] == 8 and plan["budget"] == {"patch": 64**3, "step": 4 * 48 * 64 * 48}
 
 
 def test_finetune_from_pretrained_loads_encoder(synthetic_dataset, pretrained_run, cache_dir, tmp_path):

@@ -33,11 +33,13 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..data.ct_window import parse_ct_window, resolve_ct_window
 from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
-from ..data.resampling import parse_spacing
+from ..data.resampling import parse_spacing, same_spacing
 from ..data.splits import SPLIT_HELP, make_split, read_test_split, training_part
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
 from ..devices import resolve_device
@@ -331,6 +333,16 @@ def _check_pretrained(name: str, path: str, config: BenchmarkConfig, modality: s
     if meta["backbone"] != config.pretraining.backbone.to_json():
         raise VectorPoseError(f"{path}: its backbone {meta['backbone']['channels']} differs from the benchmark's "
                               f"{list(config.pretraining.backbone.channels)}; every method must share one network")
+    # its cells fine-tune on the model's arrays, the scratch cells on the benchmark's: they must be the same
+    spacing = parse_spacing(config.pretraining.spacing)
+    theirs = meta["preprocessing"].get("spacing")
+    if spacing != "auto" and not (theirs is None if spacing == "native" else theirs is not None and same_spacing(theirs, spacing)):
+        raise VectorPoseError(f"{path}: was pretrained at spacing {theirs or 'native'}, but the benchmark's is "
+                              f"{config.pretraining.spacing}; pretrain with --spacing {config.pretraining.spacing}")
+    window = parse_ct_window(config.pretraining.ct_window)
+    if modality == "CT" and window != "auto" and not np.allclose(meta["preprocessing"]["ct_window"], window):
+        raise VectorPoseError(f"{path}: was pretrained with the CT window {meta['preprocessing']['ct_window']}, but the benchmark's "
+                              f"is {config.pretraining.ct_window}; pretrain with --ct-window {config.pretraining.ct_window}")
 
 
 @dataclass

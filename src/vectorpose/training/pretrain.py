@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.datasets import Dataset, load_dataset
 from ..data.ct_window import CT_WINDOW_HELP, parse_ct_window, resolve_ct_window
+from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import SPACING_HELP, parse_spacing
