@@ -4,10 +4,11 @@
 # The paper's split (dataset.json "paper_split": 21 training scans, 9 test scans); 3 of the 21 are the
 # validation split, so at most 18 are labelled. Spacing, CT window, patch and batch are the defaults,
 # planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). Scratch and VectorPOSE
-# (pretrained 2000 steps on the images of the 21 training scans) at 2 and 5 labelled scans, seeds 0-2,
-# 500 fine-tuning steps; beside them, at 5 labelled scans, the fine-tuning recipe before issue 16 (its
-# flags, same plan). The two label counts run as two processes with one torch thread each, and are
-# joined into one report at the end. Every step is resumable: rerun the script to finish it.
+# (pretrained 2000 steps on the images of the 21 training scans) at $LABELLED labelled scans (default 5
+# then 2), seeds 0-2, 1000 fine-tuning steps; beside them, at the first count, the fine-tuning recipe
+# before issue 16 (its flags, same plan) for seeds $BEFORE_SEEDS. The two methods run as two processes
+# with one torch thread each and are joined into one report at the end. Every step is resumable:
+# rerun the script to finish it.
 #
 # BTCV is built first (not redistributable; keep it outside the repository):
 #   VLA=<VLAlignSeg- git dir> DGP=<DGPANet git dir> .venv/bin/python ../shared/tools/make_btcv.py ~/.cache/vectorpose-data/BTCV
@@ -22,42 +23,44 @@ R=${RUNS:-runs/btcv}
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 PRE=$R/pretrain/vectorpose
-STUDY=(--split paper_split --methods scratch,vectorpose --seeds 3 --pretrain-steps 2000 --finetune-steps 500 --val-every 100
-       --pretrained vectorpose=$PRE --quiet)
+LABELLED=${LABELLED:-5,2}
+BEFORE_SEEDS=${BEFORE_SEEDS:-0 1 2}
+FIRST=${LABELLED%%,*}
+STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps 1000 --val-every 100 --quiet)
 
 if ! grep -qs '"step": 2000' $PRE/model.json; then
   [ -f $PRE/resume.pt ] && again=--resume || again=--overwrite
   $VP pretrain "$B" --out $PRE --split paper_split --steps 2000 --quiet $again
 fi
 
-$VP benchmark "$B" --out $R/n2 --labelled 2 "${STUDY[@]}" > $R/n2.log 2>&1 &
-$VP benchmark "$B" --out $R/n5 --labelled 5 "${STUDY[@]}" > $R/n5.log 2>&1 &
+$VP benchmark "$B" --out $R/scratch --methods scratch "${STUDY[@]}" > $R/scratch.log 2>&1 &
+$VP benchmark "$B" --out $R/vectorpose --methods vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}" > $R/vectorpose.log 2>&1 &
 wait
 
-# the recipe before issue 16, with the benchmark's spacing and CT window
-read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/n5/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
+# the recipe before issue 16, with the benchmark's spacing and CT window, one process per seed
+read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
 LEGACY=(--foreground-sampling voxel --dice-background --warmup 0 --augmentation light --no-deep-supervision)
-for s in 0 1 2; do
-  out=$R/before/n5-s$s
-  [ -f $out/convergence.json ] || $VP finetune "$B" --out $out --split paper_split --labeled 5 --seed $s --steps 500 --val-every 100 \
-    --spacing "$SPACING" --ct-window "$WINDOW" "${LEGACY[@]}" --quiet --overwrite
-  [ -f $out-test.json ] || $VP evaluate $out "$B" --out $out-test.json
+for s in $BEFORE_SEEDS; do
+  out=$R/before/n$FIRST-s$s
+  { [ -f $out/convergence.json ] || $VP finetune "$B" --out $out --split paper_split --labeled $FIRST --seed $s --steps 1000 \
+      --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" "${LEGACY[@]}" --quiet --overwrite
+    [ -f $out-test.json ] || $VP evaluate $out "$B" --out $out-test.json; } > $R/before-s$s.log 2>&1 &
 done
+wait
 
-# one report over both label counts: the finished cells are reused as they are
-mkdir -p $R/all/cells
-for n in 2 5; do
-  for m in scratch vectorpose; do mkdir -p $R/all/cells/$m; cp -rn $R/n$n/cells/$m/. $R/all/cells/$m/; done
-done
-$VP benchmark "$B" --out $R/all --labelled 2,5 "${STUDY[@]}" --notes docs/results/btcv/notes.md
+# one report over both methods: the finished cells are reused as they are
+for m in scratch vectorpose; do mkdir -p $R/all/cells/$m; cp -rn $R/$m/cells/$m/. $R/all/cells/$m/; done
+NOTES=(); [ -f docs/results/btcv/notes.md ] && NOTES=(--notes docs/results/btcv/notes.md)
+$VP benchmark "$B" --out $R/all --methods scratch,vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}" "${NOTES[@]}"
 mkdir -p docs/results/btcv
 cp $R/all/report.md $R/all/results.json $R/all/*.png docs/results/btcv/
-for s in 0 1 2; do  # the report reads <run>/ and <run>-test.json
-  ln -sfn ../n5/cells/scratch/n5-s$s $R/before/after-n5-s$s
-  cp $R/n5/cells/scratch/n5-s$s/test_metrics.json $R/before/after-n5-s$s-test.json
+for s in $BEFORE_SEEDS; do  # the report reads <run>/ and <run>-test.json
+  ln -sfn ../scratch/cells/scratch/n$FIRST-s$s $R/before/today-n$FIRST-s$s
+  cp $R/scratch/cells/scratch/n$FIRST-s$s/test_metrics.json $R/before/today-n$FIRST-s$s-test.json
 done
-$PY benchmarks/recipe_runs_report.py --title "BTCV, 5 labelled scans: the fine-tuning recipe before issue 16 and today's" \
-  --about "Made by \`bash benchmarks/btcv_study.sh\`. From scratch, 500 steps, seeds 0-2, at the CPU plan and CT window of the \
-benchmark in \`report.md\`; \`before\` adds --foreground-sampling voxel --dice-background --warmup 0 --augmentation light \
---no-deep-supervision; \`today\` is the benchmark's scratch cells. Test Dice on the 9 test scans of the paper's split." \
-  "before=$R/before@n5" "today=$R/before@after" > docs/results/btcv/recipe.md
+$PY benchmarks/recipe_runs_report.py --title "BTCV, $FIRST labelled scans: the fine-tuning recipe before issue 16 and today's" \
+  --about "Made by \`bash benchmarks/btcv_study.sh\` (LABELLED=$LABELLED, BEFORE_SEEDS=$BEFORE_SEEDS). From scratch, 1000 steps, \
+at the CPU plan and CT window of the benchmark in \`report.md\`; \`before\` adds --foreground-sampling voxel --dice-background \
+--warmup 0 --augmentation light --no-deep-supervision; \`today\` is the benchmark's scratch cells of the same seeds. Test Dice on the \
+9 test scans of the paper's split." \
+  "before=$R/before@n$FIRST" "today=$R/before@today" > docs/results/btcv/recipe.md
