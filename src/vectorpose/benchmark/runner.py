@@ -302,26 +302,29 @@ def resolve_preprocessing(data: Path, out: Path, config: BenchmarkConfig, cache_
     split, with the voxel budget of the benchmark's device; a benchmark folder that already resolved
     them keeps its values, so a rerun on another device finishes the same study.
     """
-    pretraining = config.pretraining
-    if parse_spacing(pretraining.spacing) != "auto" and parse_ct_window(pretraining.ct_window) != "auto":
-        return config
+    spacing, window = config.pretraining.spacing, config.pretraining.ct_window
     saved = (_read_json(out / BENCHMARK_FILE) or {}).get("recipe", {}).get("pretraining", {})
-    if saved.get("spacing") and saved.get("ct_window") and saved.get("spacing") != "auto" and saved.get("ct_window") != "auto":
-        return config.with_preprocessing(saved["spacing"], saved["ct_window"])
+    if parse_spacing(spacing) == "auto" and saved.get("spacing") not in (None, "auto"):
+        spacing = saved["spacing"]
+    if parse_ct_window(window) == "auto" and saved.get("ct_window") not in (None, "auto"):
+        window = saved["ct_window"]
     dataset = load_dataset(data)
     if dataset.modality is None:
         raise DataError(data, "modality unknown: dataset.json names none")
+    if parse_spacing(spacing) != "auto" and (parse_ct_window(window) != "auto" or dataset.modality != "CT"):
+        return config.with_preprocessing(spacing, window)
     images = (training_part(dataset, config.split) if config.split else dataset).images_only()
     # bad scans are left out here; the data check that follows lists every one of them
-    window = resolve_ct_window(pretraining.ct_window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir,
-                               skip_bad=True)
+    bounds = resolve_ct_window(window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir, skip_bad=True)
     preprocessing = PreprocessingConfig(modality=dataset.modality)
-    if window is not None:
-        preprocessing = replace(preprocessing, ct_window=window)
-    _, _, resolved = preprocess_at_spacing(images, preprocessing, pretraining.spacing, cache_dir, skip_bad=True, progress=progress,
-                                           budget=budget_for(resolve_device(config.device).type))
-    spacing = "native" if resolved.spacing is None else ",".join(repr(v) for v in resolved.spacing)
-    return config.with_preprocessing(spacing, pretraining.ct_window if window is None else ",".join(repr(v) for v in window))
+    if bounds is not None:
+        preprocessing = replace(preprocessing, ct_window=bounds)
+        window = ",".join(repr(v) for v in bounds)
+    if parse_spacing(spacing) == "auto":
+        _, _, resolved = preprocess_at_spacing(images, preprocessing, spacing, cache_dir, skip_bad=True, progress=progress,
+                                               budget=budget_for(resolve_device(config.device).type))
+        spacing = "native" if resolved.spacing is None else ",".join(repr(v) for v in resolved.spacing)
+    return config.with_preprocessing(spacing, window)
 
 
 def _check_pretrained(name: str, path: str, config: BenchmarkConfig, modality: str) -> None:
