@@ -13,7 +13,8 @@ second on this project's reference machines (:data:`BUDGETS`; the measurements a
   low-resolution configuration, with the budget of the device instead of a GPU's;
 - **patch** (``--patch auto``): the 95th percentile of the scans' shapes, rounded up to the network's
   size divisor; while it exceeds the budget, the axis with the largest extent in millimetres loses one
-  divisor (down to two divisors while another axis can still give). On anisotropic data the patch is anisotropic in voxels and closer to a cube in millimetres;
+  divisor (down to two divisors while another axis can still give). On anisotropic data the patch is
+  anisotropic in voxels and closer to a cube in millimetres;
 - **batch** (``--batch auto``): as many patches as the step budget holds, between
   :data:`MIN_BATCH` and :data:`MAX_BATCH`.
 
@@ -47,8 +48,8 @@ class VoxelBudget:
             raise ValueError(f"a budget needs patch >= 1 and step >= {MIN_BATCH} patches, got patch {self.patch}, step {self.step}")
 
 
-# cpu: a 2-core machine runs the default network's step over 2 x 64^3 voxels (BTCV at the CPU plan) or
-# 4 x 48x64x48 (Hippocampus) in about 0.4 to 0.8 s; cuda: nnU-Net's usual 2 x 128^3 on one GPU.
+# cpu: on one thread of the 2-core reference machine, the default network's forward and backward pass
+# over 4 x 48x64x48 voxels (Hippocampus) took 0.82 s; cuda: nnU-Net's usual 2 x 128^3 on one GPU.
 BUDGETS = {"cpu": VoxelBudget(patch=64**3, step=4 * 48 * 64 * 48), "cuda": VoxelBudget(patch=128**3, step=2 * 128**3)}
 
 
@@ -90,7 +91,7 @@ def planned_spacing(choice: str, spacings, shapes, budget: VoxelBudget | None) -
     if parsed != "auto":
         return target, "spacing: given"
     assert target is not None
-    reason = f"spacing: the median spacing per axis is {_mm(target)}"
+    reason = f"spacing: the dataset's spacing (median per axis; nnU-Net's rule for anisotropic data) is {_mm(target)}"
     if budget is not None:
         coarse = coarsened_spacing(target, median_extent(shapes, spacings), budget.patch)
         if not same_spacing(coarse, target):
@@ -107,7 +108,7 @@ def _mm(spacing) -> str:
 def planned_patch(shapes, spacing, divisor: int, patch_voxels: int) -> tuple[int, int, int]:
     """The 95th percentile of ``shapes`` per axis rounded up to ``divisor``, shrunk one ``divisor`` at a
     time on the axis of largest extent in mm (``spacing``) until it holds at most ``patch_voxels``;
-    no axis goes below ``2 * divisor`` while another axis is longer."""
+    no axis goes below ``2 * divisor`` while another can still give."""
     p95 = np.percentile(np.asarray(shapes, dtype=np.float64), 95, axis=0)
     patch = [max(divisor, math.ceil(v / divisor) * divisor) for v in p95]
     spacing = np.asarray(spacing, dtype=np.float64)

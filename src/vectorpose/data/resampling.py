@@ -77,7 +77,7 @@ def _trilinear(x: torch.Tensor, shape) -> torch.Tensor:
 
 def resample_image(image: np.ndarray, shape) -> np.ndarray:
     """An image ``(X, Y, Z)`` on a grid of ``shape`` voxels over the same extent (float32)."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    x = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))[None]  # a read-only memory map is copied
     return _trilinear(x, shape)[0].numpy()
 
 

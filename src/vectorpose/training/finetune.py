@@ -39,7 +39,7 @@ from monai.optimizers import WarmupCosineSchedule
 from ..data.ct_window import CT_WINDOW_HELP, parse_ct_window, resolve_ct_window
 from ..data.datasets import Dataset, load_dataset
 from ..data.planning import Plan, budget_for, plan_patch_and_batch, planned_spacing
-from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_at_spacing, preprocess_dataset
+from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset, resample_volume
 from ..data.resampling import SPACING_HELP, parse_spacing
 from ..data.splits import SPLIT_HELP, Split, make_split, read_test_split
 from ..data.validation import check_label_values, check_patch_fits
@@ -362,10 +362,15 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
             reasons.append(f"CT window: {window[0]:.0f} to {window[1]:.0f} HU" +
                            (" (0.5th and 99.5th percentiles of the labelled voxels of the training and validation scans)"
                             if config.ct_window == "auto" else " (given)"))
-        volumes, _, preprocessing = preprocess_at_spacing(labelled, preprocessing, config.spacing, cache_dir, progress=progress,
-                                                          budget=budget)
-        reasons.append(planned_spacing(config.spacing, [v.geometry.spacing for v in volumes],
-                                       [v.geometry.canonical_shape for v in volumes], budget)[1])
+        volumes, _ = preprocess_dataset(labelled, preprocessing, cache_dir, progress=progress)
+        # the spacing comes from every scan outside the test split (their headers, not their labels)
+        planning = [v for v in volumes if v.case_id not in set(split.test)]
+        spacing, reason = planned_spacing(config.spacing, [v.geometry.spacing for v in planning],
+                                          [v.geometry.canonical_shape for v in planning], budget)
+        reasons.append(reason)
+        preprocessing = replace(preprocessing, spacing=spacing)
+        if spacing is not None:
+            volumes = [resample_volume(v, spacing, cache_dir) for v in volumes]
     else:
         volumes, _ = preprocess_dataset(labelled, preprocessing, cache_dir, progress=progress)
         reasons.append("spacing and CT window: the pretrained model's")
