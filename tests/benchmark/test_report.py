@@ -71,7 +71,7 @@ def test_convergence_warnings_name_the_cells_that_still_improved():
     late[0]["converged"], late[0]["late_gain"] = False, 0.04
     warnings = convergence_warnings(rows)
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"scratch at 0.1: 1 of {len(late)} cells had not converged")
+    assert warnings[0].startswith(f"scratch with {late[0]['labelled']} labelled (10%): 1 of {len(late)} cells had not converged")
     del rows[-1]["converged"]  # a cell from before the verdict existed warns of nothing
     assert len(convergence_warnings(rows)) == 1
 
@@ -82,6 +82,7 @@ def test_collapse_warnings_name_the_class_and_the_seeds_that_learned_it():
     lost = [r for r in rows if r["method"] == "vectorpose" and r["fraction"] == 0.1]
     lost[1]["test"]["per_class"]["b"]["dice"] = 0.0
     lost[2]["test"]["per_class"]["b"]["dice"] = 0.005
-    assert collapse_warnings(rows) == ["vectorpose at 0.1: b not learned (Dice below 0.01) with seeds 1, 2; learned with seed 0 (0.71)"]
+    assert collapse_warnings(rows) == [f"vectorpose with {lost[0]['labelled']} labelled (10%): b not learned (Dice below 0.01) with seeds 1, 2; "
+                                       "learned with seed 0 (0.71)"]
     lost[0]["test"]["per_class"]["b"]["dice"] = 0.0
     assert collapse_warnings(rows)[0].endswith("with seeds 0, 1, 2; no seed learned it")

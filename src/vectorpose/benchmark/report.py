@@ -125,7 +125,7 @@ def _cells_table(rows: list[dict], score: str) -> str:
         per = " | ".join(_fmt(s["per_class"][n]["dice"]) for n in names)
         time_min = f"{r['finetune_s'] / 60:.1f} min"
         hd95 = "n/a" if s["mean_hd95"] is None else f"{s['mean_hd95']:.2f}"
-        lines.append(f"| {r['method']} | {r['fraction']:g} | {r['labelled']} | {r['seed']} | {_fmt(s['mean_dice'])} | {per} | "
+        lines.append(f"| {r['method']} | {r['fraction']:.3g} | {r['labelled']} | {r['seed']} | {_fmt(s['mean_dice'])} | {per} | "
                      f"{hd95} | {_fmt(r['val_dice'])} | {r['best_step']} | {_converged(r)} | {time_min} |")
     return "\n".join(lines)
 
@@ -143,7 +143,7 @@ def convergence_warnings(rows: list[dict]) -> list[str]:
         cells = [r for r in rows if r["method"] == m and r["fraction"] == f]
         rising = [r for r in cells if r.get("converged") is False]
         if rising:
-            out.append(f"{m} at {f:g}: {len(rising)} of {len(cells)} cells had not converged (validation Dice rose by more than "
+            out.append(f"{m} with {cells[0]['labelled']} labelled ({f:.0%}): {len(rising)} of {len(cells)} cells had not converged (validation Dice rose by more than "
                        f"{TOLERANCE} in the last quarter of fine-tuning); the comparison measures speed there, not label efficiency")
     return out
 
@@ -161,7 +161,7 @@ def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
             if not lost:
                 continue
             learned = ", ".join(f"{s} ({d:.2f})" for s, d in sorted(dice.items()) if d >= COLLAPSE_DICE)
-            out.append(f"{m} at {f:g}: {name} not learned (Dice below {COLLAPSE_DICE}) with seed{'s' if len(lost) > 1 else ''} "
+            out.append(f"{m} with {cells[0]['labelled']} labelled ({f:.0%}): {name} not learned (Dice below {COLLAPSE_DICE}) with seed{'s' if len(lost) > 1 else ''} "
                        f"{', '.join(map(str, lost))}" + (f"; learned with seed {learned}" if learned else "; no seed learned it"))
     return out
 
