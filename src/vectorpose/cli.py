@@ -144,12 +144,15 @@ def _required_data(data: Path | None) -> Path:
     return data
 
 
-def _patch_override(patch: str) -> dict:
-    """The ``patch_size`` setting of a given ``--patch`` (``X,Y,Z``, one side, or ``auto``); nothing when not given."""
-    if not given("patch"):
-        return {}
-    sizes = None if patch == "auto" else _ints(patch)
-    return {"patch_size": None if sizes is None else (sizes * 3 if len(sizes) == 1 else sizes)}
+def _finetune_overrides(patch: str, channels: str | None) -> dict:
+    """The fine-tuning settings of a given ``--patch`` (``X,Y,Z``, one side, or ``auto``) and ``--channels``."""
+    overrides = {}
+    if given("patch"):
+        sizes = None if patch == "auto" else _ints(patch)
+        overrides["patch_size"] = None if sizes is None else (sizes * 3 if len(sizes) == 1 else sizes)
+    if given("channels"):
+        overrides["backbone"] = BackboneConfig(channels=_ints(channels))
+    return overrides
 
 
 def _own_backbone(backbone: str, channels: tuple[int, ...], patch: int):
@@ -231,9 +234,7 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
     from .training.finetune import finetune as run_finetune
 
     data = _required_data(data)
-    overrides = _patch_override(patch)
-    if given("channels"):
-        overrides["backbone"] = BackboneConfig(channels=_ints(channels))
+    overrides = _finetune_overrides(patch, channels)
     config = settings.build(**overrides)
     result = run_finetune(data, out, config, init=init, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           progress=not quiet)
@@ -266,9 +267,7 @@ def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, m
     from .training.finetune import plan_finetuning
 
     data = _required_data(data)
-    overrides = _patch_override(patch)
-    if given("channels"):
-        overrides["backbone"] = BackboneConfig(channels=_ints(channels))
+    overrides = _finetune_overrides(patch, channels)
     config = settings.build(**overrides)
     run_plan = plan_finetuning(data, config, init, modality, cache, progress=False).run_plan
     click.echo(json.dumps(run_plan.to_json(), indent=2) if as_json else run_plan.summary())

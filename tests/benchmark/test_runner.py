@@ -273,15 +273,15 @@ def test_fixed_split_and_labelled_counts(benchmark_data, tmp_path):
         assert c["test"]["num_cases"] == 2
         # the 8 others: ceil(0.1 * 8) = 1 validation case, a pool of 7
         assert c["fraction"] == pytest.approx(c["labelled"] / 7)
-    cell_split = json.loads((out / "cells" / "scratch" / "n1-s0" / "split.json").read_text())
+    cell_split = json.loads((out / "cells" / "scratch" / "n1-s0" / "split.json").read_text(encoding="utf-8"))
     assert cell_split["test"] == ["synth_000", "synth_001"] and len(cell_split["validation"]) == 1
-    pre = json.loads((out / "pretrain" / "vectorpose" / "config.json").read_text())
+    pre = json.loads((out / "pretrain" / "vectorpose" / "config.json").read_text(encoding="utf-8"))
     assert pre["pretrain"]["split"] == str(split)
     assert not {"synth_000", "synth_001"} & set(pre["cases"])
     # every cell and the pretraining share the spacing the benchmark resolved
-    spacing = json.loads((out / "benchmark.json").read_text())["recipe"]["pretraining"]["spacing"]
+    spacing = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))["recipe"]["pretraining"]["spacing"]
     assert spacing != "auto" and all(c["finetune"]["spacing"] == spacing for c in run.cells)
-    assert "2 labelled" not in (out / "report.md").read_text() and "3 labelled" in (out / "report.md").read_text()
+    assert "2 labelled" not in (out / "report.md").read_text(encoding="utf-8") and "3 labelled" in (out / "report.md").read_text(encoding="utf-8")
 
 
 def test_supplied_pretraining_must_share_the_preprocessing(benchmark_data, finished, tmp_path):

@@ -82,7 +82,7 @@ def test_plan_and_pretraining_record_the_window_without_the_test_split(tmp_path,
                           "--batch", "1", "--patch", "16", "--channels", "4,8,16", "--quiet"], capsys)
     assert code == 0, err
     body = np.concatenate([raw(data, i)[0][raw(data, i)[0] > -500] for i in range(3)])
-    meta = json.loads((tmp_path / "pre" / "model.json").read_text())
+    meta = json.loads((tmp_path / "pre" / "model.json").read_text(encoding="utf-8"))
     assert meta["preprocessing"]["ct_window"] == pytest.approx(np.percentile(body, [0.5, 99.5]))
     code, out, _ = run(["plan", data, "--ct-window", "-100,200", "--cache", cache, "--json", "--channels", "4,8,16"], capsys)
     assert code == 0 and json.loads(out)["ct_window"] == [-100.0, 200.0]

@@ -40,7 +40,7 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import parse_spacing, same_spacing
-from ..data.splits import SPLIT_HELP, make_split, read_test_split, training_part
+from ..data.splits import SPLIT_HELP, cases_in_split, make_split, read_test_split, training_part
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
@@ -280,7 +280,7 @@ def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cac
     shape_of = {v.case_id: v.shape for v in own}
     ft = config.finetuning
     test, train = read_test_split(dataset.root, config.split) if config.split else (None, None)
-    ids = [c.case_id for c in dataset.labelled if train is None or c.case_id in set(train) | set(test or ())]
+    ids = [c.case_id for c in cases_in_split(dataset.labelled, test, train)]
     for amount in config.amounts:
         count = isinstance(amount, int)
         for seed in range(config.seeds):

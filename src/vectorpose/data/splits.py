@@ -71,7 +71,8 @@ def split_cases(
         unknown = sorted(set(test) - set(ordered))
         if unknown:
             raise ValueError(f"the test split names cases that are not labelled cases of the data: {', '.join(unknown[:5])}")
-        fixed, rest = list(test), [c for c in ordered if c not in set(test)]
+        held_out = set(test)
+        fixed, rest = list(test), [c for c in ordered if c not in held_out]
     base = len(ordered) if test is None else len(rest)
     n_val = math.ceil(validation_fraction * base) if validation_fraction > 0 else 0
     if len(rest) - n_val < 1:
@@ -127,10 +128,20 @@ def labelled_count(pool_size: int, fraction: float | None = None, count: int | N
     return n
 
 
+def cases_in_split(cases, test: tuple[str, ...] | None, train: tuple[str, ...] | None) -> tuple:
+    """The ``cases`` (anything with a ``case_id``) a split uses: all of them, or only its test and
+    training cases when it lists the training ones."""
+    if train is None:
+        return tuple(cases)
+    used = set(test) | set(train)
+    return tuple(c for c in cases if c.case_id in used)
+
+
 def training_part(dataset: Dataset, spec: str) -> Dataset:
     """``dataset`` without the test cases of split ``spec`` (and, if it lists them, only its training cases)."""
     test, train = read_test_split(dataset.root, spec)
-    kept = tuple(c for c in dataset.cases if c.case_id not in set(test) and (train is None or c.case_id in set(train)))
+    held_out = set(test)
+    kept = tuple(c for c in cases_in_split(dataset.cases, test, train) if c.case_id not in held_out)
     if not kept:
         raise DataError(dataset.root, f"split {spec!r} leaves no case outside its test split")
     return replace(dataset, cases=kept)

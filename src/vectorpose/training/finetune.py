@@ -41,7 +41,7 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.planning import Plan, budget_for, plan_patch_and_batch, planned_spacing
 from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset, resample_volume
 from ..data.resampling import SPACING_HELP, parse_spacing
-from ..data.splits import SPLIT_HELP, Split, make_split, read_test_split
+from ..data.splits import SPLIT_HELP, Split, cases_in_split, make_split, read_test_split
 from ..data.validation import check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import CheckpointError, DataError, VectorPoseError
@@ -334,8 +334,7 @@ def plan_finetuning(data: Path, config: FinetuneConfig, init: str | Path | None,
     test = None
     if config.split is not None:
         test, train = read_test_split(dataset.root, config.split)
-        if train is not None:
-            labelled_cases = tuple(c for c in labelled_cases if c.case_id in set(train) | set(test))
+        labelled_cases = cases_in_split(labelled_cases, test, train)
     if not labelled_cases:
         raise DataError(data, "no labelled cases (fine-tuning needs label maps)")
     try:
