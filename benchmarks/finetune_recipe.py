@@ -37,6 +37,8 @@ VARIANTS = {
     "voxel-sampling": ["--foreground-sampling", "voxel"],
     "background-dice": ["--dice-background"],
     "no-warmup": ["--warmup", "0"],
+    # nnU-Net's layout (two convolutions per level from full resolution on), thin at full resolution for the CPU
+    "full-resolution": ["--backbone", "dynunet", "--channels", "8,16,32,64,128"],
 }
 
 
@@ -79,7 +81,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
              f"run at a time with {args.threads} torch thread(s), but other jobs may share the machine, so times are upper bounds. "
              "Split seed 0; the score is the best validation Dice each run kept "
              "(mean over the foreground classes and the validation cases); nothing here looked at the test split except the "
-             "`test Dice` column, filled for the variant named by `--test` only.", "",
+             "`test Dice` column, filled for the variants named by `--test` only.", "",
              "| variant | flags | seeds | validation Dice (mean ± std) | paired difference to `default` | converged | time per run |",
              "|---|---|---|---|---|---|---|"]
     by = {(r["variant"], r["seed"]): r for r in rows}
@@ -112,7 +114,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variants", default="legacy,default")
-    parser.add_argument("--test", default=None, help="variant whose runs are also scored on the test split")
+    parser.add_argument("--test", default="", help="comma-separated variants whose runs are also scored on the test split")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
@@ -123,7 +125,7 @@ def main() -> None:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for v in variants:
-            rows.append(run(args.data, args.out, v, args.fraction, seed, args.steps, args.val_every, args.threads, v == args.test))
+            rows.append(run(args.data, args.out, v, args.fraction, seed, args.steps, args.val_every, args.threads, v in args.test.split(",")))
             args.report.parent.mkdir(parents=True, exist_ok=True)
             args.report.write_text(report(rows, args), encoding="utf-8")
             args.report.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")

@@ -144,14 +144,22 @@ def _required_data(data: Path | None) -> Path:
     return data
 
 
-def _finetune_overrides(patch: str, channels: str | None) -> dict:
-    """The fine-tuning settings of a given ``--patch`` (``X,Y,Z``, one side, or ``auto``) and ``--channels``."""
+def _finetune_overrides(patch: str, channels: str | None, backbone: str) -> dict:
+    """The fine-tuning settings of a given ``--patch`` (``X,Y,Z``, one side, or ``auto``), ``--channels`` and ``--backbone``."""
+    from .models.dynunet_backbone import DynUNetBackboneConfig
+
     overrides = {}
     if given("patch"):
         sizes = None if patch == "auto" else _ints(patch)
         overrides["patch_size"] = None if sizes is None else (sizes * 3 if len(sizes) == 1 else sizes)
-    if given("channels"):
-        overrides["backbone"] = BackboneConfig(channels=_ints(channels))
+    if given("channels") or given("backbone"):
+        widths = _ints(channels) if channels else BackboneConfig().channels
+        try:
+            # dynunet: nnU-Net's layout, two convolutions at full resolution, then a halving per level
+            overrides["backbone"] = (DynUNetBackboneConfig(channels=widths, strides=(1,) + (2,) * (len(widths) - 1))
+                                     if backbone == "dynunet" else BackboneConfig(channels=widths))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     return overrides
 
 
@@ -223,18 +231,21 @@ def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
 @config_options(FinetuneConfig, section="finetune")
 @click.option("--patch", default="auto", show_default=True, help="Patch size X,Y,Z (or one number, or auto).")
 @click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
+@click.option("--backbone", type=click.Choice(["unet", "dynunet"]), default="unet", show_default=True,
+              help="Scratch only: unet (VectorPOSE's own; no convolution at full resolution before the last layer) or "
+                   "dynunet (MONAI's DynUNet in nnU-Net's layout: two convolutions at every level from full resolution on).")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a run folder that already holds results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings, patch: str, channels: str | None, modality: str | None,
-             cache: Path | None, resume: bool, overwrite: bool, quiet: bool) -> None:
+def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings, patch: str, channels: str | None, backbone: str,
+             modality: str | None, cache: Path | None, resume: bool, overwrite: bool, quiet: bool) -> None:
     """Fine-tune a segmentation network on the labelled cases of DATA (an MSD folder)."""
     from .training.finetune import finetune as run_finetune
 
     data = _required_data(data)
-    overrides = _finetune_overrides(patch, channels)
+    overrides = _finetune_overrides(patch, channels, backbone)
     config = settings.build(**overrides)
     result = run_finetune(data, out, config, init=init, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           progress=not quiet)
@@ -257,9 +268,12 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
+@click.option("--backbone", type=click.Choice(["unet", "dynunet"]), default="unet", show_default=True,
+              help="Scratch only: unet (VectorPOSE's own; no convolution at full resolution before the last layer) or "
+                   "dynunet (MONAI's DynUNet in nnU-Net's layout: two convolutions at every level from full resolution on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (as the run's plan.json).")
 def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, modality: str | None, cache: Path | None,
-         channels: str | None, as_json: bool) -> None:
+         channels: str | None, backbone: str, as_json: bool) -> None:
     """Print the plan `finetune` would use on DATA with these options (spacing, CT window, patch, batch) and why.
 
     Reads and caches the scans as the run would; writes no run folder.
@@ -267,7 +281,7 @@ def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, m
     from .training.finetune import plan_finetuning
 
     data = _required_data(data)
-    overrides = _finetune_overrides(patch, channels)
+    overrides = _finetune_overrides(patch, channels, backbone)
     config = settings.build(**overrides)
     run_plan = plan_finetuning(data, config, init, modality, cache, progress=False).run_plan
     click.echo(json.dumps(run_plan.to_json(), indent=2) if as_json else run_plan.summary())

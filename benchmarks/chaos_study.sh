@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# CHAOS MR T2-SPIR, the second body task (issues 15 and 16), at the CPU plan.
+#
+# 19 abdominal MR scans (liver, kidneys, spleen; 1.25 x 1.25 x 7.7 mm) as in ../shared/data/CHAOS_T2.
+# Split seed 0: 4 test scans, 2 validation scans, a pool of 13 from which every seed draws its 2 and
+# then 5 labelled scans (nested). Spacing, patch and batch are the defaults planned for this CPU
+# (`vectorpose plan $CHAOS` prints them). Scratch first, then VectorPOSE (pretrained $PRETRAIN_STEPS steps
+# by the benchmark on the 15 scans outside the test split), $STEPS fine-tuning steps, seeds 0-2, one
+# torch thread, one process after the other; then one report over both. Every step is resumable: rerun
+# the script to finish it.
+#
+# Run from the repository root; writes runs/chaos/ and docs/results/chaos_t2/.
+set -euo pipefail
+D=${CHAOS:-../shared/data/CHAOS_T2}
+PY=${PY:-.venv/bin/python}
+R=${RUNS:-runs/chaos}
+STEPS=${STEPS:-600}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-1000}
+export OMP_NUM_THREADS=1
+VP="$PY -m vectorpose"
+STUDY=(--labelled 2,5 --seeds 3 --pretrain-steps $PRETRAIN_STEPS --finetune-steps $STEPS --val-every 50 --quiet)
+mkdir -p $R
+
+$VP benchmark "$D" --out $R/scratch --methods scratch "${STUDY[@]}" > $R/scratch.log 2>&1
+$VP benchmark "$D" --out $R/vectorpose --methods vectorpose "${STUDY[@]}" > $R/vectorpose.log 2>&1
+
+# one report over both methods: the finished cells and the pretraining run are reused as they are
+for m in scratch vectorpose; do mkdir -p $R/all/cells/$m; cp -rn $R/$m/cells/$m/. $R/all/cells/$m/; done
+NOTES=(); [ -f docs/results/chaos_t2/notes.md ] && NOTES=(--notes docs/results/chaos_t2/notes.md)
+$VP benchmark "$D" --out $R/all --methods scratch,vectorpose --pretrained vectorpose=$R/vectorpose/pretrain/vectorpose \
+  "${STUDY[@]}" "${NOTES[@]}"
+mkdir -p docs/results/chaos_t2
+cp $R/all/report.md $R/all/results.json $R/all/*.png docs/results/chaos_t2/
