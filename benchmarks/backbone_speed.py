@@ -1,5 +1,6 @@
-"""Forward + backward time of the backbone on a CPU, against MONAI's UNet and a variant with a
-full-resolution residual unit in the last decoder level (the layout this project rejected).
+"""Forward + backward time of the backbone on a CPU, against MONAI's UNet, a variant with a
+full-resolution residual unit in the last decoder level, and DynUNet in nnU-Net's layout (two
+convolutions per level from full resolution on) as `finetune --backbone dynunet` builds it.
 
     python benchmarks/backbone_speed.py --batch 4 --patch 48,64,48 --repeats 6
 """
@@ -16,6 +17,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from vectorpose.models.backbone import BackboneConfig, UNetBackbone
+from vectorpose.models.dynunet_backbone import DynUNetBackbone, DynUNetBackboneConfig
 
 
 def step_time(net: nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -48,6 +50,9 @@ def main() -> None:
         "  + full-resolution residual unit": with_top_unit,
         "MONAI UNet (3 output channels)": UNet(3, 1, 3, config.channels, config.strides, num_res_units=config.num_res_units),
     }
+    for widths in ((8, 16, 32, 64, 128), config.channels):
+        layout = DynUNetBackboneConfig(channels=widths, strides=(1,) + (2,) * (len(widths) - 1))
+        variants[f"DynUNet {','.join(map(str, widths))}"] = DynUNetBackbone(layout)
     print(f"forward+backward, batch {args.batch} of {args.patch}, {torch.get_num_threads()} threads, median of {args.repeats}")
     for name, net in variants.items():
         print(f"{name:<36} {step_time(net, x, args.repeats):.3f} s")

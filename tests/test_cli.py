@@ -220,3 +220,43 @@ def test_pretrain_speed_options_run_on_the_cpu(synthetic_dataset, cache_dir, tmp
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["speed"] == {"amp": "bf16", "channels_last": True, "compile": False, "boundary_in": "device"}
     network, _ = load_pretext_network(out)
     assert all(p.dtype == torch.float32 for p in network.parameters())
+
+
+def _conv_output_sizes(network: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """Spatial sizes of every 3D convolution's output, in the order the forward pass runs them."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[2:])))
+             for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    with torch.no_grad():
+        network(x)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+@pytest.mark.parametrize("backbone,down,up", [("unet", 0, 1), ("dynunet", 2, 3)])
+def test_finetune_backbone_choice(backbone, down, up, synthetic_dataset, cache_dir, tmp_path, capsys):
+    """Convolutions with a full-resolution output, before the first halving (``down``) and at the end before the 1x1x1
+    head (``up``, the up-sampling that lands there included): nnU-Net's plain U-Net (dynunet) has two on the way down and
+    an up-sampling and two on the way up; the default U-Net only its last up-sampling."""
+    from vectorpose.inference.predictor import load_segmenter
+
+    out = tmp_path / backbone
+    code, _, err = run(["finetune", synthetic_dataset, "--out", out, "--labeled", "2", "--steps", "2", "--batch", "1", "--patch", "16",
+                        "--backbone", backbone, "--channels", "4,8,16", "--val-every", "2", "--no-deep-supervision", "--cache", cache_dir,
+                        "--quiet"], capsys)
+    assert code == 0, err
+    saved = json.loads((out / "model.json").read_text(encoding="utf-8"))["backbone"]
+    assert saved["channels"] == [4, 8, 16]
+    assert saved["strides"] == ([1, 2, 2] if backbone == "dynunet" else [2, 2])
+    sizes = _conv_output_sizes(load_segmenter(out).network, torch.zeros(1, 1, 16, 16, 16))
+    assert sizes[-1] == (16, 16, 16)  # the head
+    leading = next(i for i, s in enumerate(sizes) if s != (16, 16, 16))
+    trailing = next(i for i, s in enumerate(reversed(sizes[:-1])) if s != (16, 16, 16))
+    assert (leading, trailing) == (down, up)
+
+
+def test_finetune_dynunet_needs_three_levels(synthetic_dataset, tmp_path, capsys):
+    code, _, err = run(["finetune", synthetic_dataset, "--out", tmp_path / "run", "--backbone", "dynunet", "--channels", "4,8"], capsys)
+    assert code == 2 and "at least 3 levels" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..utils.files import write_json
 from .datasets import Case
 from .io import load_image
-from .preprocessing import _cache_key, _cached_entry, _check_label_geometry, _digest, _save_array, default_cache_dir
+from .preprocessing import cache_key, cached_entry, check_label_geometry, scan_digest, save_array, default_cache_dir
 
 WINDOW_PERCENTILES = (0.5, 99.5)
 BODY_HU = -500.0
@@ -47,14 +47,14 @@ def intensity_sample(case: Case, use_label: bool, cache_dir: str | Path | None =
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     labelled = use_label and case.label is not None
-    source = _digest(case.image, cache_dir) + (_digest(case.label, cache_dir) if labelled else "")  # type: ignore[arg-type]
-    key = _cache_key(source, "foreground sample" if labelled else "body sample", {"n": SAMPLE_PER_SCAN, "body_hu": BODY_HU})
-    if _cached_entry(cache_dir, key) is not None:
+    source = scan_digest(case.image, cache_dir) + (scan_digest(case.label, cache_dir) if labelled else "")  # type: ignore[arg-type]
+    key = cache_key(source, "foreground sample" if labelled else "body sample", {"n": SAMPLE_PER_SCAN, "body_hu": BODY_HU})
+    if cached_entry(cache_dir, key) is not None:
         return np.load(cache_dir / f"{key}.npy")
     image, geometry = load_image(case.image)
     if labelled:
         label, label_geometry = load_image(case.label)  # type: ignore[arg-type]
-        _check_label_geometry(case, geometry, label_geometry)
+        check_label_geometry(case, geometry, label_geometry)
         values = image[np.asarray(label) > 0]
     else:
         values = image[image > BODY_HU]
@@ -62,7 +62,7 @@ def intensity_sample(case: Case, use_label: bool, cache_dir: str | Path | None =
     values = values[np.isfinite(values)]  # preprocessing reports non-finite voxels; they must not decide the window
     if len(values) > SAMPLE_PER_SCAN:
         values = values[np.sort(np.random.default_rng(0).choice(len(values), SAMPLE_PER_SCAN, replace=False))]
-    _save_array(cache_dir / f"{key}.npy", values)
+    save_array(cache_dir / f"{key}.npy", values)
     write_json(cache_dir / f"{key}.json", {"source": str(case.image), "voxels": int(len(values))})
     return values
 

@@ -171,7 +171,7 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _digest(path: Path, cache_dir: Path) -> str:
+def scan_digest(path: Path, cache_dir: Path) -> str:
     """The SHA-256 of a scan's bytes: of the file, or, for a scan made of several files (a DICOM
     series folder, a detached NRRD / MetaImage header and its data), of their names and digests.
 
@@ -209,19 +209,22 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
     return digest
 
 
-def _check_label_geometry(case: Case, image: ImageGeometry, label: ImageGeometry) -> None:
+def check_label_geometry(case: Case, image: ImageGeometry, label: ImageGeometry) -> None:
+    """Raise :class:`DataError` naming the label file unless it has the image's shape and affine."""
     if label.shape != image.shape:
         raise DataError(case.label, f"label shape {label.shape} differs from image shape {image.shape} ({case.image})")
     if not np.allclose(label.affine, image.affine, atol=1e-3):
         raise DataError(case.label, f"label affine differs from the affine of {case.image}")
 
 
-def _cache_key(source_digest: str, role: str, settings: dict) -> str:
+def cache_key(source_digest: str, role: str, settings: dict) -> str:
+    """The cache entry name of what ``role`` makes from a source (its digest) with ``settings``."""
     blob = json.dumps({"format": CACHE_FORMAT, "role": role, "source": source_digest, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``.npy`` atomically: a reader sees the whole file or none."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
@@ -229,7 +232,8 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def _cached_entry(cache_dir: Path, key: str) -> dict | None:
+def cached_entry(cache_dir: Path, key: str) -> dict | None:
+    """The metadata of cache entry ``key`` when both its files are there and readable, else ``None``."""
     meta_path = cache_dir / f"{key}.json"
     if not (meta_path.is_file() and (cache_dir / f"{key}.npy").is_file()):
         return None
@@ -248,11 +252,11 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    image_key = _cache_key(_digest(case.image, cache_dir), "image", config.to_json())
-    label_key = _cache_key(_digest(case.label, cache_dir), "label", {}) if case.label is not None else None
+    image_key = cache_key(scan_digest(case.image, cache_dir), "image", config.to_json())
+    label_key = cache_key(scan_digest(case.label, cache_dir), "label", {}) if case.label is not None else None
 
-    entry = _cached_entry(cache_dir, image_key)
-    label_entry = _cached_entry(cache_dir, label_key) if label_key else None
+    entry = cached_entry(cache_dir, image_key)
+    label_entry = cached_entry(cache_dir, label_key) if label_key else None
     if label_entry is not None and "values" not in label_entry:
         label_entry = None  # an entry without the label values cannot be checked: rebuild it
     if entry is None or (label_key and label_entry is None):
@@ -260,7 +264,7 @@ def preprocess_case(case: Case, config: PreprocessingConfig, cache_dir: str | Pa
     elif label_entry is not None:
         # both were cached, perhaps from other pairings: the pair itself must still agree
         assert case.label is not None
-        _check_label_geometry(case, ImageGeometry.from_json(entry["geometry"]), ImageGeometry.from_json(label_entry["geometry"]))
+        check_label_geometry(case, ImageGeometry.from_json(entry["geometry"]), ImageGeometry.from_json(label_entry["geometry"]))
     return PreprocessedVolume(
         case_id=case.case_id,
         source=case.image,
@@ -284,18 +288,18 @@ def _build_entry(case: Case, config: PreprocessingConfig, cache_dir: Path, image
     if label_key is not None:
         assert case.label is not None
         raw_label, label_geometry = load_image(case.label)
-        _check_label_geometry(case, geometry, label_geometry)
+        check_label_geometry(case, geometry, label_geometry)
         try:
             label = label_to_uint8(raw_label)
         except ValueError as exc:
             raise DataError(case.label, str(exc)) from None
-        _save_array(cache_dir / f"{label_key}.npy", label)
+        save_array(cache_dir / f"{label_key}.npy", label)
         label_entry = {"source": str(case.label), "geometry": label_geometry.to_json(),
                        "values": np.flatnonzero(np.bincount(label.ravel(), minlength=256)).tolist()}
         write_json(cache_dir / f"{label_key}.json", label_entry)
     else:
         label_entry = None
-    _save_array(cache_dir / f"{image_key}.npy", image)
+    save_array(cache_dir / f"{image_key}.npy", image)
     entry = {
         "source": str(case.image),
         "geometry": geometry.to_json(),
@@ -315,19 +319,19 @@ def resample_volume(volume: PreprocessedVolume, spacing: tuple[float, float, flo
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     shape = resampled_shape(volume.geometry.canonical_shape, volume.geometry.spacing, spacing)
     settings = {"spacing": list(spacing), "shape": list(shape)}
-    image_key = _cache_key(volume.image_path.stem, "resampled image", settings)
-    entry = _cached_entry(cache_dir, image_key)
+    image_key = cache_key(volume.image_path.stem, "resampled image", settings)
+    entry = cached_entry(cache_dir, image_key)
     if entry is None:
         image = resample_image(volume.image(), shape)
-        _save_array(cache_dir / f"{image_key}.npy", image)
+        save_array(cache_dir / f"{image_key}.npy", image)
         entry = {"source": str(volume.source), "min": float(image.min()), "max": float(image.max()), **settings}
         write_json(cache_dir / f"{image_key}.json", entry)
     label_path = None
     if volume.label_path is not None:
-        label_key = _cache_key(volume.label_path.stem, "resampled label", settings)
+        label_key = cache_key(volume.label_path.stem, "resampled label", settings)
         label_path = cache_dir / f"{label_key}.npy"
-        if _cached_entry(cache_dir, label_key) is None:
-            _save_array(label_path, resample_labels(volume.label(), shape))
+        if cached_entry(cache_dir, label_key) is None:
+            save_array(label_path, resample_labels(volume.label(), shape))
             write_json(cache_dir / f"{label_key}.json", {"source": str(volume.source_label), **settings})
     # a class that only thin slivers held can vanish on a coarser grid; the declared values stay those of the scan
     return PreprocessedVolume(volume.case_id, volume.source, cache_dir / f"{image_key}.npy", volume.geometry,
