@@ -50,7 +50,7 @@ def main() -> None:
         "  + full-resolution residual unit": with_top_unit,
         "MONAI UNet (3 output channels)": UNet(3, 1, 3, config.channels, config.strides, num_res_units=config.num_res_units),
     }
-    for widths in ((8, 16, 32, 64, 128), config.channels):
+    for widths in ((8, 16, 32, 64, 128), config.channels, (32, 64, 128, 256, 320)):  # thin, ours, nnU-Net's
         layout = DynUNetBackboneConfig(channels=widths, strides=(1,) + (2,) * (len(widths) - 1))
         variants[f"DynUNet {','.join(map(str, widths))}"] = DynUNetBackbone(layout)
     print(f"forward+backward, batch {args.batch} of {args.patch}, {torch.get_num_threads()} threads, median of {args.repeats}")

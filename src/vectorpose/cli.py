@@ -144,6 +144,15 @@ def _required_data(data: Path | None) -> Path:
     return data
 
 
+def _scratch_backbone_options(command):
+    """``--channels`` and ``--backbone`` of a network trained from scratch (``finetune``, ``plan``)."""
+    command = click.option("--backbone", type=click.Choice(["unet", "dynunet"]), default="unet", show_default=True,
+                           help="Scratch only: unet (VectorPOSE's own; no convolution at full resolution before the last layer) "
+                                "or dynunet (MONAI's DynUNet in nnU-Net's layout: two convolutions at every level from full "
+                                "resolution on).")(command)
+    return click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")(command)
+
+
 def _finetune_overrides(patch: str, channels: str | None, backbone: str) -> dict:
     """The fine-tuning settings of a given ``--patch`` (``X,Y,Z``, one side, or ``auto``), ``--channels`` and ``--backbone``."""
     from .models.dynunet_backbone import DynUNetBackboneConfig
@@ -230,10 +239,7 @@ def export(run_dir: Path, out: Path, target: str, overwrite: bool) -> None:
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Pretraining run folder or model file (absent: from scratch).")
 @config_options(FinetuneConfig, section="finetune")
 @click.option("--patch", default="auto", show_default=True, help="Patch size X,Y,Z (or one number, or auto).")
-@click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
-@click.option("--backbone", type=click.Choice(["unet", "dynunet"]), default="unet", show_default=True,
-              help="Scratch only: unet (VectorPOSE's own; no convolution at full resolution before the last layer) or "
-                   "dynunet (MONAI's DynUNet in nnU-Net's layout: two convolutions at every level from full resolution on).")
+@_scratch_backbone_options
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -267,10 +273,7 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
 @click.option("--patch", default="auto", show_default=True, help="Patch size X,Y,Z (or one number, or auto).")
 @click.option("--modality", default=None, help="CT or MRI; overrides dataset.json.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
-@click.option("--channels", default=None, help="Backbone channels (scratch only; --init brings its own).")
-@click.option("--backbone", type=click.Choice(["unet", "dynunet"]), default="unet", show_default=True,
-              help="Scratch only: unet (VectorPOSE's own; no convolution at full resolution before the last layer) or "
-                   "dynunet (MONAI's DynUNet in nnU-Net's layout: two convolutions at every level from full resolution on).")
+@_scratch_backbone_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (as the run's plan.json).")
 def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, modality: str | None, cache: Path | None,
          channels: str | None, backbone: str, as_json: bool) -> None:
