@@ -51,8 +51,7 @@ def main() -> None:
         "MONAI UNet (3 output channels)": UNet(3, 1, 3, config.channels, config.strides, num_res_units=config.num_res_units),
     }
     for widths in ((8, 16, 32, 64, 128), config.channels, (32, 64, 128, 256, 320)):  # thin, ours, nnU-Net's
-        layout = DynUNetBackboneConfig(channels=widths, strides=(1,) + (2,) * (len(widths) - 1))
-        variants[f"DynUNet {','.join(map(str, widths))}"] = DynUNetBackbone(layout)
+        variants[f"DynUNet {','.join(map(str, widths))}"] = DynUNetBackbone(DynUNetBackboneConfig.halving_per_level(widths))
     print(f"forward+backward, batch {args.batch} of {args.patch}, {torch.get_num_threads()} threads, median of {args.repeats}")
     for name, net in variants.items():
         print(f"{name:<36} {step_time(net, x, args.repeats):.3f} s")

@@ -164,9 +164,8 @@ def _finetune_overrides(patch: str, channels: str | None, backbone: str) -> dict
     if given("channels") or given("backbone"):
         widths = _ints(channels) if channels else BackboneConfig().channels
         try:
-            # dynunet: nnU-Net's layout, two convolutions at full resolution, then a halving per level
-            overrides["backbone"] = (DynUNetBackboneConfig(channels=widths, strides=(1,) + (2,) * (len(widths) - 1))
-                                     if backbone == "dynunet" else BackboneConfig(channels=widths))
+            overrides["backbone"] = (DynUNetBackboneConfig.halving_per_level(widths) if backbone == "dynunet"
+                                     else BackboneConfig(channels=widths))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     return overrides

@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..utils.files import write_json
 from .datasets import Case
 from .io import load_image
-from .preprocessing import cache_key, cached_entry, check_label_geometry, scan_digest, save_array, default_cache_dir
+from .preprocessing import cache_key, cached_entry, check_label_geometry, default_cache_dir, save_array, scan_digest
 
 WINDOW_PERCENTILES = (0.5, 99.5)
 BODY_HU = -500.0

@@ -92,6 +92,12 @@ class DynUNetBackboneConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
     @classmethod
+    def halving_per_level(cls, channels: tuple[int, ...], **kwargs) -> DynUNetBackboneConfig:
+        """nnU-Net's layout for the widths ``channels`` (finest first): stride 1 at full resolution,
+        then a halving into every other level."""
+        return cls(channels=tuple(channels), strides=(1,) + (2,) * (len(channels) - 1), **kwargs)
+
+    @classmethod
     def for_patch(cls, patch: int, channels: tuple[int, ...], **kwargs) -> DynUNetBackboneConfig:
         """The layout nnU-Net's planner gives a cube of side ``patch``: 3×3×3 kernels, stride 1 at full
         resolution, then as many halvings as keep every feature map edge an integer of at least
@@ -106,7 +112,7 @@ class DynUNetBackboneConfig:
         if halvings < 2:
             raise ValueError(f"patch {patch} allows {halvings} halving(s) to feature maps of side >= {MIN_FEATURE_MAP_EDGE}; "
                              f"the dynunet backbone needs 2 (a patch divisible by 4, at least 16)")
-        return cls(channels=tuple(channels[: halvings + 1]), strides=(1,) + (2,) * halvings, **kwargs)
+        return cls.halving_per_level(channels[: halvings + 1], **kwargs)
 
     @property
     def size_divisor(self) -> int:
