@@ -26,6 +26,9 @@ PRE=$R/pretrain/vectorpose
 LABELLED=${LABELLED:-5,2}
 BEFORE_SEEDS=${BEFORE_SEEDS:-0 1 2}
 FIRST=${LABELLED%%,*}
+# whether an evaluation file exists and follows today's metric conventions (the benchmark re-scores its own cells)
+scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics import METRICS_VERSION as V
+sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/null; }
 STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps 1000 --val-every 100 --quiet)
 
 if ! grep -qs '"step": 2000' $PRE/model.json; then
@@ -44,7 +47,7 @@ for s in $BEFORE_SEEDS; do
   out=$R/before/n$FIRST-s$s
   { [ -f $out/convergence.json ] || $VP finetune "$B" --out $out --split paper_split --labeled $FIRST --seed $s --steps 1000 \
       --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" "${LEGACY[@]}" --quiet --overwrite
-    [ -f $out-test.json ] || $VP evaluate $out "$B" --out $out-test.json; } > $R/before-s$s.log 2>&1 &
+    scored_now $out-test.json || $VP evaluate $out "$B" --out $out-test.json --overwrite; } > $R/before-s$s.log 2>&1 &
 done
 wait
 
@@ -55,8 +58,8 @@ $VP benchmark "$B" --out $R/all --methods scratch,vectorpose --pretrained vector
 mkdir -p docs/results/btcv
 cp $R/all/report.md $R/all/results.json $R/all/*.png docs/results/btcv/
 for s in $BEFORE_SEEDS; do  # the report reads <run>/ and <run>-test.json
-  ln -sfn ../scratch/cells/scratch/n$FIRST-s$s $R/before/today-n$FIRST-s$s
-  cp $R/scratch/cells/scratch/n$FIRST-s$s/test_metrics.json $R/before/today-n$FIRST-s$s-test.json
+  ln -sfn ../all/cells/scratch/n$FIRST-s$s $R/before/today-n$FIRST-s$s
+  cp $R/all/cells/scratch/n$FIRST-s$s/test_metrics.json $R/before/today-n$FIRST-s$s-test.json
 done
 $PY benchmarks/recipe_runs_report.py --title "BTCV, $FIRST labelled scans: the fine-tuning recipe before issue 16 and today's" \
   --about "Made by \`bash benchmarks/btcv_study.sh\` (LABELLED=$LABELLED, BEFORE_SEEDS=$BEFORE_SEEDS). From scratch, 1000 steps, \

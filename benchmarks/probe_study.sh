@@ -4,7 +4,8 @@
 #     default settings, one torch thread), probed with 32 crops per case and crop set;
 #  2. Task04_Hippocampus: the pretraining runs of the 5 % ablation
 #     (the first command of benchmarks/label_efficiency_hippocampus.sh; runs/bench-h/pretrain), probed
-#     with the defaults.
+#     with the defaults;
+#  3.-4. longer and wider probes of the synthetic bodies; 5. BTCV, when it is built (see below).
 # Resumable: finished pretraining runs are kept. Run from the repository root.
 set -euo pipefail
 VP=${VP:-.venv/bin/vectorpose}
@@ -31,3 +32,16 @@ $VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000.jso
 # 4. the same three encoders with 128 crops per case (1536 crops per probe, 32 per orientation class instead of 8)
 $VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000-128.json --compare $R/vectorpose --compare $R/genesis \
   --crops 128 --overwrite --quiet
+
+# 5. BTCV (issue 15), when built: the vectorpose pretraining of benchmarks/btcv_study.sh (runs/btcv/pretrain/vectorpose,
+#    run that script first) and a genesis pretraining with the same settings (2000 steps on the images of the paper's
+#    21 training scans), probed with 64 crops per case
+B=${BTCV:-$HOME/.cache/vectorpose-data/BTCV}
+if [ -f "$B/dataset.json" ]; then
+  P=runs/btcv/pretrain
+  if ! grep -qs '"step": 2000' $P/genesis/model.json; then
+    $VP pretrain "$B" --out $P/genesis --method genesis --split paper_split --steps 2000 --threads 1 --quiet \
+      $( [ -f $P/genesis/resume.pt ] && echo --resume || echo --overwrite )
+  fi
+  $VP probe $P/vectorpose "$B" --out docs/results/probe/btcv.json --compare $P/genesis --crops 64 --overwrite --quiet
+fi

@@ -32,6 +32,15 @@ def runs(folder: Path, prefix: str) -> list[tuple[str, dict, float | None, dict]
     return out
 
 
+def _fmt(d: float | None) -> str:
+    return "n/a" if d is None or np.isnan(d) else f"{d:.3f}"
+
+
+def _column_means(values: np.ndarray) -> list[float | None]:
+    """Each column's mean over its scored runs (NaN marks an unscored organ)."""
+    return [float(c[~np.isnan(c)].mean()) if (~np.isnan(c)).any() else None for c in values.T]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--title", required=True)
@@ -52,19 +61,19 @@ def main() -> None:
     summary = []
     for label, group in groups.items():
         for name, m, seconds, config in group:
-            per = [m["per_class"][o]["dice"] for o in organs]
-            lost = [o for o, d in zip(organs, per) if d < NOT_LEARNED]
+            per = [m["per_class"][o]["dice"] for o in organs]  # None: no test scan has the organ, none predicted it
+            lost = [o for o, d in zip(organs, per) if d is not None and d < NOT_LEARNED]
             minutes = f"{seconds / 60:.1f} min" if seconds else "n/a"
             spacing = config["preprocessing"].get("spacing")
             grid = "native" if spacing is None else " × ".join(f"{v:.3g}" for v in spacing)
             patch = "×".join(str(p) for p in config["patch_size"])
             print(f"| {label} | {name} | {grid} | {patch} | {config['finetune']['steps']} | {m['mean_dice']:.3f} | "
-                  + " | ".join(f"{d:.3f}" for d in per) + f" | {', '.join(lost) or 'none'} | {minutes} |")
+                  + " | ".join(_fmt(d) for d in per) + f" | {', '.join(lost) or 'none'} | {minutes} |")
         if group:
-            means = np.array([[m["per_class"][o]["dice"] for o in organs] for _, m, _, _ in group])
+            means = np.array([[m["per_class"][o]["dice"] for o in organs] for _, m, _, _ in group], dtype=float)
             total = np.array([m["mean_dice"] for _, m, _, _ in group])
             std = f" ± {total.std(ddof=1):.3f}" if len(total) > 1 else ""
-            summary.append(f"| {label} | {len(group)} | {total.mean():.3f}{std} | " + " | ".join(f"{v:.3f}" for v in means.mean(0))
+            summary.append(f"| {label} | {len(group)} | {total.mean():.3f}{std} | " + " | ".join(_fmt(v) for v in _column_means(means))
                            + f" | {int((means < NOT_LEARNED).sum())} |")
     print("\nMeans over seeds:\n")
     print("| recipe | runs | mean Dice (± std over seeds) | " + " | ".join(organs) + " | organs not learned (all runs) |")

@@ -86,3 +86,6 @@ def test_collapse_warnings_name_the_class_and_the_seeds_that_learned_it():
                                        "learned with seed 0 (0.71)"]
     lost[0]["test"]["per_class"]["b"]["dice"] = 0.0
     assert collapse_warnings(rows)[0].endswith("with seeds 0, 1, 2; no seed learned it")
+    # a seed whose test cases do not score the class (absent from all of them) is neither lost nor learned
+    lost[0]["test"]["per_class"]["b"]["dice"] = None
+    assert collapse_warnings(rows)[0].endswith("with seeds 1, 2; no seed learned it")

@@ -249,6 +249,22 @@ def test_pretraining_state(finished, tmp_path):
         pretraining_state(tmp_path / "foreign", config, data)
 
 
+def test_cell_scored_under_older_metric_conventions_is_rescored_without_training(finished, monkeypatch):
+    data, external, out, _ = finished
+    old = cell_dir(out, "scratch", 0.4, 0)
+    cell = json.loads((old / "cell.json").read_text(encoding="utf-8"))
+    scores = dict(cell["test"])
+    del cell["test"]["metrics_version"]  # as written before the version was recorded
+    (old / "cell.json").write_text(json.dumps(cell), encoding="utf-8")
+    finetunes, evaluations = Counter(monkeypatch, "finetune"), Counter(monkeypatch, "evaluate")
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert finetunes.calls == 0
+    assert evaluations.calls == 2  # that cell's test split and external set, no other cell's
+    rescored = json.loads((old / "cell.json").read_text(encoding="utf-8"))["test"]
+    assert rescored == {**scores, "metrics_version": runner.METRICS_VERSION}
+    assert sum(c["test"]["metrics_version"] == runner.METRICS_VERSION for c in run.cells) == len(run.cells)
+
+
 def test_changed_external_set_rescores_without_training(finished, monkeypatch):
     """Runs last in this file: it drops the external scores of the shared benchmark folder."""
     data, _, out, _ = finished

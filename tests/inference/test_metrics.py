@@ -41,9 +41,16 @@ def test_single_voxels_hd95_uses_spacing(spacing, expected):
 
 def test_missing_and_absent_classes():
     ref, pred = volume(), volume()
-    ref[1:3, 1:3, 1:3] = 1  # class 1 missed by the prediction; class 2 absent from both
+    ref[1:3, 1:3, 1:3] = 1  # class 1 missed by the prediction; class 2 absent from both: not scored
     m = case_metrics(pred, ref, 3)
-    assert m["dice"] == [0.0, 1.0] and m["hd95"] == [None, 0.0]
+    assert m["dice"] == [0.0, None] and m["hd95"] == [None, None]
+    assert case_metrics(pred, ref, 3, hd95=False) == {"dice": [0.0, None]}
+
+
+def test_class_predicted_where_the_reference_has_none_scores_zero():
+    ref, pred = volume(), volume()
+    pred[4:6, 4:6, 4:6] = 1
+    assert case_metrics(pred, ref, 2) == {"dice": [0.0], "hd95": [None]}
 
 
 def test_summary_averages_and_counts_undefined():
@@ -53,8 +60,30 @@ def test_summary_averages_and_counts_undefined():
     ]
     s = summarise(rows, ["a", "b"])
     assert s["mean_dice"] == pytest.approx((1.0 + 0.5 + 0.0 + 0.7) / 4)
-    assert s["per_class"]["a"] == {"dice": 0.5, "hd95": 0.0, "hd95_undefined": 1}
+    assert s["per_class"]["a"] == {"dice": 0.5, "hd95": 0.0, "absent": 0, "hd95_undefined": 1}
     assert s["per_class"]["b"]["hd95"] == pytest.approx(3.0) and s["mean_hd95"] == pytest.approx(2.0)
+
+
+def test_summary_leaves_unscored_cases_out():
+    # "b" is absent from the second case: its mean is the first case's alone, and the overall mean
+    # weighs each class once (nnU-Net's foreground mean), not each scored (case, class) pair
+    rows = [
+        {"dice": {"a": 0.9, "b": 0.0}, "hd95": {"a": 1.0, "b": None}},
+        {"dice": {"a": 0.7, "b": None}, "hd95": {"a": 3.0, "b": None}},
+        {"dice": {"a": 0.5, "b": None}, "hd95": {"a": 5.0, "b": None}},
+    ]
+    s = summarise(rows, ["a", "b"])
+    assert s["per_class"]["b"] == {"dice": 0.0, "hd95": None, "absent": 2, "hd95_undefined": 1}
+    assert s["per_class"]["a"]["dice"] == pytest.approx(0.7)
+    assert s["mean_dice"] == pytest.approx((0.7 + 0.0) / 2)
+    assert s["mean_hd95"] == pytest.approx(3.0)
+
+
+def test_summary_of_a_class_no_case_scores():
+    rows = [{"dice": {"a": 0.8, "b": None}, "hd95": {"a": 2.0, "b": None}}]
+    s = summarise(rows, ["a", "b"])
+    assert s["per_class"]["b"] == {"dice": None, "hd95": None, "absent": 1, "hd95_undefined": 0}
+    assert s["mean_dice"] == pytest.approx(0.8)
 
 
 def test_rejects_mismatch():

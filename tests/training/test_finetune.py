@@ -205,3 +205,33 @@ def test_left_right_mirroring_only_without_sided_labels(labels, given, expected)
     from vectorpose.training.finetune import mirrored_axes
 
     assert mirrored_axes(FinetuneConfig(flip_axes=given), labels) == expected
+
+
+def test_validation_dice_leaves_out_volumes_without_the_class(monkeypatch):
+    """Class 2 is in neither the first volume's label map nor its prediction: that volume does not
+    score it, so class 2's Dice is the second volume's alone; a class no volume scores is NaN."""
+    import vectorpose.training.finetune as ft
+
+    class Volume:
+        def __init__(self, label, pred):
+            self._label, self.pred = label, pred
+
+        def image(self):
+            return self.pred  # the stub "network" below returns its input as the prediction
+
+        def label(self):
+            return self._label
+
+    def numpy_dice(a, b):
+        return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+    rng = np.random.default_rng(0)
+    shape = (6, 6, 6)
+    first_ref, first_pred = rng.integers(0, 2, shape), rng.integers(0, 2, shape)  # classes 0 and 1 only
+    second_ref, second_pred = rng.integers(0, 3, shape), rng.integers(0, 3, shape)
+    monkeypatch.setattr(ft, "predict_labels", lambda network, image, patch, device: image)
+    dice = ft.validation_class_dice(None, [Volume(first_ref, first_pred), Volume(second_ref, second_pred)], None, 4, "cpu")
+    expected_1 = (numpy_dice(first_ref == 1, first_pred == 1) + numpy_dice(second_ref == 1, second_pred == 1)) / 2
+    assert dice[0] == pytest.approx(expected_1)
+    assert dice[1] == pytest.approx(numpy_dice(second_ref == 2, second_pred == 2))
+    assert np.isnan(dice[2])

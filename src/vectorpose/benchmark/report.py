@@ -156,7 +156,8 @@ def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
         cells = [r for r in rows if r["method"] == m and r["fraction"] == f and r.get(score)]
         names = list(cells[0][score]["per_class"]) if cells else []
         for name in names:
-            dice = {r["seed"]: r[score]["per_class"][name]["dice"] for r in cells}
+            # a class no test case scores (absent from every label map and prediction) says nothing
+            dice = {r["seed"]: r[score]["per_class"][name]["dice"] for r in cells if r[score]["per_class"][name]["dice"] is not None}
             lost = sorted(s for s, d in dice.items() if d < COLLAPSE_DICE)
             if not lost:
                 continue
@@ -297,8 +298,9 @@ Each (method, amount of labels, seed) cell fine-tunes with the same recipe: {rec
 AdamW lr {recipe['lr']} (cosine), Dice + cross-entropy, `{recipe['transfer']}` transfer of pretrained weights, validation every
 {recipe['val_every']} steps with the best validation model kept; {split} split seed {recipe['split_seed']}; seed `s` draws the
 labelled cases, nested across amounts, and seeds the new weights and the patch stream, the same for
-every method). Dice is the mean over foreground classes and cases; tables give mean ± sample standard deviation over seeds,
-and intervals are Student-t 95 % intervals of the mean over seeds.
+every method). Dice is the mean over foreground classes of each class's mean over the test cases that
+have it in the label map or the prediction (nnU-Net's convention); tables give mean ± sample standard
+deviation over seeds, and intervals are Student-t 95 % intervals of the mean over seeds.
 
 | pretraining | steps | run | wall time | final losses |
 |---|---|---|---|---|

@@ -45,6 +45,7 @@ from ..data.validation import check_crop_fits, check_label_values, check_patch_f
 from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
 from ..inference.evaluate import evaluate
+from ..inference.metrics import METRICS_VERSION
 from ..methods import get_method
 from ..models.files import load_model
 from ..settings import setting
@@ -234,8 +235,13 @@ def pretraining_state(path: Path, config: PretrainConfig, data: Path) -> str:
 
 
 def _summary(result: dict) -> dict:
-    return {"num_cases": result["num_cases"], "mean_dice": result["mean_dice"], "mean_hd95": result["mean_hd95"],
-            "per_class": result["per_class"]}
+    return {"num_cases": result["num_cases"], "metrics_version": result["metrics_version"], "mean_dice": result["mean_dice"],
+            "mean_hd95": result["mean_hd95"], "per_class": result["per_class"]}
+
+
+def _scored_now(cell: dict) -> bool:
+    """Whether the cell's test-split scores follow today's metric conventions."""
+    return "test" in cell and cell["test"].get("metrics_version") == METRICS_VERSION
 
 
 def _check_data(data: Path, test_data: Path | None, config: BenchmarkConfig, cache_dir, progress: bool) -> str:
@@ -389,8 +395,9 @@ def run_benchmark(
     cells = config.cells()
     done = {c: finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0])) for c in cells}
     todo = [c for c in cells if done[c] is None]
-    # A finished cell evaluated on another (or no) external set only needs that evaluation redone.
-    rescore = [c for c in cells if done[c] is not None and done[c].get("external_data") != external]
+    # A finished cell evaluated on another (or no) external set, or scored under other metric
+    # conventions, only needs its evaluation redone.
+    rescore = [c for c in cells if done[c] is not None and (done[c].get("external_data") != external or not _scored_now(done[c]))]
 
     total = len(pre_todo) + len(cells)
     bar = tqdm(total=total, initial=len(cells) - len(todo), desc="benchmark", unit="job", disable=not progress, dynamic_ncols=True)
@@ -494,11 +501,11 @@ def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, amoun
 
 
 def score_cell(path: Path, cell: dict, data: Path, test_data: Path | None, device: str, cache_dir) -> dict:
-    """Evaluate a fine-tuned cell on its test split (unless already scored) and on ``test_data``; write
-    ``cell.json`` last. A re-score for another external set keeps the test-split scores."""
+    """Evaluate a fine-tuned cell on its test split (unless already scored under today's conventions) and
+    on ``test_data``; write ``cell.json`` last. A re-score for another external set keeps the test-split scores."""
     device = str(resolve_device(device))
     cell = dict(cell)
-    if "test" not in cell:
+    if not _scored_now(cell):
         t0 = time.perf_counter()
         cell["test"] = _summary(evaluate(path, data, path / "test_metrics.json", device=device, cache_dir=cache_dir, overwrite=True))
         cell["evaluate_s"] = time.perf_counter() - t0

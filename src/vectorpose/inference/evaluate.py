@@ -15,7 +15,7 @@ from ..data.validation import check_label_values
 from ..errors import DataError, VectorPoseError
 from ..models.files import model_paths
 from ..utils.files import write_json
-from .metrics import case_metrics, summarise
+from .metrics import METRICS_VERSION, case_metrics, summarise
 from .predictor import load_segmenter
 
 
@@ -72,6 +72,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None,
         "cases_from": "all" if all_cases else "test split",
         "mirror_axes": list(segmenter.mirror_axes),
         "num_cases": len(rows),
+        "metrics_version": METRICS_VERSION,
         **summarise(rows, names),
         "cases": rows,
     }

@@ -191,13 +191,18 @@ def num_classes_of(labels: dict[int, str]) -> int:
 
 
 def validation_class_dice(network: SegmentationNetwork, volumes: list[PreprocessedVolume], patch, num_classes: int, device) -> list[float]:
-    """Dice of each foreground class, averaged over the volumes (sliding-window inference in eval mode;
-    the network is left in the mode it was in)."""
+    """Dice of each foreground class, averaged over the volumes that score it (sliding-window inference
+    in eval mode; the network is left in the mode it was in); NaN for a class no volume scores (absent
+    from every label map and every prediction)."""
     scores = []
     for v in volumes:
         pred = predict_labels(network, np.asarray(v.image()), patch, device)
-        scores.append(case_metrics(pred, np.asarray(v.label()), num_classes, hd95=False)["dice"])
-    return [float(d) for d in np.mean(scores, axis=0)]
+        dice = case_metrics(pred, np.asarray(v.label()), num_classes, hd95=False)["dice"]
+        scores.append([np.nan if d is None else d for d in dice])
+    scores = np.asarray(scores, dtype=float)
+    scored = ~np.isnan(scores)
+    sums = np.where(scored, scores, 0.0).sum(axis=0)
+    return [float(s / n) if n else float("nan") for s, n in zip(sums, scored.sum(axis=0))]
 
 
 def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, preprocessing: PreprocessingConfig, patch, num_classes: int,
@@ -456,12 +461,14 @@ class SegmentationTask(TrainingTask):
             save_model(self.out, state, self.metadata(step=step, val_dice=float("nan")), name="last")
             return {}
         per_class = validation_class_dice(self.network, self.validation, self.patch, self.num_classes, self.device) if self.validation else []
-        dice = float(np.mean(per_class)) if per_class else float("nan")
+        scored = [d for d in per_class if math.isfinite(d)]
+        dice = float(np.mean(scored)) if scored else float("nan")
         if not self.validation or dice > self.best_dice:
             self.best_dice, self.best_step = dice, step
             save_model(self.out, state, self.metadata(step=step, val_dice=dice))
         save_model(self.out, state, self.metadata(step=step, val_dice=dice), name="last")
-        return {MEAN_KEY: dice, **{f"{CLASS_PREFIX}{name}": d for name, d in zip(self.class_names, per_class)}}
+        # a class no validation case scores has no column in this row
+        return {MEAN_KEY: dice, **{f"{CLASS_PREFIX}{name}": d for name, d in zip(self.class_names, per_class) if math.isfinite(d)}}
 
     def resume_state(self) -> dict:
         return {"best_dice": self.best_dice, "best_step": self.best_step}
