@@ -6,19 +6,21 @@
 # planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). Scratch and VectorPOSE
 # (pretrained 2000 steps on the images of the 21 training scans) at $LABELLED labelled scans (default 5
 # then 2), seeds 0-2, 1000 fine-tuning steps; beside them, at the first count, the fine-tuning recipe
-# before issue 16 (its flags, same plan) for seeds $BEFORE_SEEDS. The two methods run as two processes
-# with one torch thread each and are joined into one report at the end. Every step is resumable:
-# rerun the script to finish it.
+# before issue 16 (its flags, same plan) for seeds $BEFORE_SEEDS (none when empty). The two methods run
+# as two processes with one torch thread each (scratch starts while VectorPOSE pretrains) and are joined
+# into one report in $DOCS at the end. Every step is resumable: rerun the script to finish it.
 #
 # BTCV is built first (not redistributable; keep it outside the repository):
 #   VLA=<VLAlignSeg- git dir> DGP=<DGPANet git dir> .venv/bin/python ../shared/tools/make_btcv.py ~/.cache/vectorpose-data/BTCV
 # This copy's images were stored as 8-bit slices windowed to [-125, 275] HU: values outside are clipped.
 #
-# Run from the repository root; writes runs/btcv/ and docs/results/btcv/.
+# Run from the repository root; writes $RUNS (runs/btcv/) and $DOCS (docs/results/btcv/), e.g. one count on
+# its own: LABELLED=2 BEFORE_SEEDS= DOCS=docs/results/btcv/n2 RUNS=runs/btcv-n2 bash benchmarks/btcv_study.sh
 set -euo pipefail
 B=${BTCV:-$HOME/.cache/vectorpose-data/BTCV}
 PY=${PY:-.venv/bin/python}
 R=${RUNS:-runs/btcv}
+D=${DOCS:-docs/results/btcv}
 [ -f "$B/dataset.json" ] || { echo "no BTCV at $B (set BTCV=...): build it with ../shared/tools/make_btcv.py" >&2; exit 1; }
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
@@ -31,13 +33,13 @@ scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics impor
 sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/null; }
 STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps 1000 --val-every 100 --quiet)
 
-if ! grep -qs '"step": 2000' $PRE/model.json; then
-  [ -f $PRE/resume.pt ] && again=--resume || again=--overwrite
-  $VP pretrain "$B" --out $PRE --split paper_split --steps 2000 --quiet $again
-fi
-
+mkdir -p $R
 $VP benchmark "$B" --out $R/scratch --methods scratch "${STUDY[@]}" > $R/scratch.log 2>&1 &
-$VP benchmark "$B" --out $R/vectorpose --methods vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}" > $R/vectorpose.log 2>&1 &
+{ if ! grep -qs '"step": 2000' $PRE/model.json; then
+    [ -f $PRE/resume.pt ] && again=--resume || again=--overwrite
+    $VP pretrain "$B" --out $PRE --split paper_split --steps 2000 --quiet $again
+  fi
+  $VP benchmark "$B" --out $R/vectorpose --methods vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}"; } > $R/vectorpose.log 2>&1 &
 wait
 
 # the recipe before issue 16, with the benchmark's spacing and CT window, one process per seed
@@ -53,10 +55,11 @@ wait
 
 # one report over both methods: the finished cells are reused as they are
 for m in scratch vectorpose; do mkdir -p $R/all/cells/$m; cp -rn $R/$m/cells/$m/. $R/all/cells/$m/; done
-NOTES=(); [ -f docs/results/btcv/notes.md ] && NOTES=(--notes docs/results/btcv/notes.md)
+NOTES=(); [ -f $D/notes.md ] && NOTES=(--notes $D/notes.md)
 $VP benchmark "$B" --out $R/all --methods scratch,vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}" "${NOTES[@]}"
-mkdir -p docs/results/btcv
-cp $R/all/report.md $R/all/results.json $R/all/*.png docs/results/btcv/
+mkdir -p $D
+cp $R/all/report.md $R/all/results.json $R/all/*.png $D/
+[ -n "${BEFORE_SEEDS// }" ] || exit 0
 for s in $BEFORE_SEEDS; do  # the report reads <run>/ and <run>-test.json
   ln -sfn ../all/cells/scratch/n$FIRST-s$s $R/before/today-n$FIRST-s$s
   cp $R/all/cells/scratch/n$FIRST-s$s/test_metrics.json $R/before/today-n$FIRST-s$s-test.json
@@ -66,4 +69,4 @@ $PY benchmarks/recipe_runs_report.py --title "BTCV, $FIRST labelled scans: the f
 at the CPU plan and CT window of the benchmark in \`report.md\`; \`before\` adds --foreground-sampling voxel --dice-background \
 --warmup 0 --augmentation light --no-deep-supervision; \`today\` is the benchmark's scratch cells of the same seeds. Test Dice on the \
 9 test scans of the paper's split." \
-  "before=$R/before@n$FIRST" "today=$R/before@today" > docs/results/btcv/recipe.md
+  "before=$R/before@n$FIRST" "today=$R/before@today" > $D/recipe.md

@@ -34,14 +34,24 @@ $VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000-128
   --crops 128 --overwrite --quiet
 
 # 5. BTCV (issue 15), when built: the vectorpose pretraining of benchmarks/btcv_study.sh (runs/btcv/pretrain/vectorpose,
-#    run that script first) and a genesis pretraining with the same settings (2000 steps on the images of the paper's
-#    21 training scans), probed with 64 crops per case
+#    run that script first) beside genesis, vp and bfr pretrained with the same settings (2000 steps on the images of
+#    the paper's 21 training scans), probed with 64 crops per case; then with seeds 1-4 (other case splits, crops and
+#    random baselines) and summarised over the five seeds.
 B=${BTCV:-$HOME/.cache/vectorpose-data/BTCV}
 if [ -f "$B/dataset.json" ]; then
   P=runs/btcv/pretrain
-  if ! grep -qs '"step": 2000' $P/genesis/model.json; then
-    $VP pretrain "$B" --out $P/genesis --method genesis --split paper_split --steps 2000 --threads 1 --quiet \
-      $( [ -f $P/genesis/resume.pt ] && echo --resume || echo --overwrite )
-  fi
-  $VP probe $P/vectorpose "$B" --out docs/results/probe/btcv.json --compare $P/genesis --crops 64 --overwrite --quiet
+  for m in genesis vp bfr; do
+    if ! grep -qs '"step": 2000' $P/$m/model.json; then
+      $VP pretrain "$B" --out $P/$m --method $m --split paper_split --steps 2000 --threads 1 --quiet \
+        $( [ -f $P/$m/resume.pt ] && echo --resume || echo --overwrite )
+    fi
+  done
+  COMPARE=(--compare $P/genesis --compare $P/vp --compare $P/bfr)
+  $VP probe $P/vectorpose "$B" --out docs/results/probe/btcv.json "${COMPARE[@]}" --crops 64 --overwrite --quiet
+  S=docs/results/probe/btcv-seeds
+  mkdir -p $S
+  for seed in 1 2 3 4; do
+    $VP probe $P/vectorpose "$B" --out $S/seed$seed.json "${COMPARE[@]}" --crops 64 --seed $seed --overwrite --quiet
+  done
+  ${PY:-.venv/bin/python} benchmarks/probe_seeds.py docs/results/probe/btcv.json $S/seed{1,2,3,4}.json > $S/README.md
 fi

@@ -1,7 +1,8 @@
 """Per run and organ, the test Dice, and which organs were not learned (Dice below 0.01), for groups of
 fine-tuning runs given as ``LABEL=FOLDER`` or ``LABEL=FOLDER@PREFIX`` (the runs of FOLDER whose names
 start with PREFIX, each scored into ``<run>-test.json``); markdown on stdout, under ``--title``, with
-``--about`` (how the runs were made) as its first paragraph. Used by ``benchmarks/chaos_recipe.sh``
+``--about`` (how the runs were made) as its first paragraph. With two groups, also the paired
+difference of their mean Dice, matched by fine-tuning seed. Used by ``benchmarks/chaos_recipe.sh``
 and ``benchmarks/btcv_study.sh``.
 
     python benchmarks/recipe_runs_report.py --title "..." --about "..." "before=runs/chaos-before" "after=runs/chaos-after@s"
@@ -15,6 +16,8 @@ import platform
 from pathlib import Path
 
 import numpy as np
+
+from vectorpose.benchmark.stats import paired_difference
 
 NOT_LEARNED = 0.01
 
@@ -79,6 +82,14 @@ def main() -> None:
     print("| recipe | runs | mean Dice (± std over seeds) | " + " | ".join(organs) + " | organs not learned (all runs) |")
     print("|---" * (4 + len(organs)) + "|")
     print("\n".join(summary))
+    if len(groups) == 2:
+        (first, a), (second, b) = groups.items()
+        by_seed = lambda group: {config["finetune"]["seed"]: m["mean_dice"] for _, m, _, config in group}  # noqa: E731
+        d = paired_difference(by_seed(b), by_seed(a))
+        if d is not None:
+            interval = f", 95 % interval [{d.summary.ci_low:+.3f}, {d.summary.ci_high:+.3f}]" if d.summary.ci_low is not None else ""
+            print(f"\nPaired by seed, `{second}` − `{first}`: {d.summary.mean:+.3f} mean Dice{interval} (Student t over "
+                  f"seeds {', '.join(map(str, d.seeds))}); `{second}` higher on {d.positive} of {d.summary.n}.")
 
 
 if __name__ == "__main__":
