@@ -26,7 +26,7 @@ export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 PRE=$R/pretrain/vectorpose
 LABELLED=${LABELLED:-5,2}
-BEFORE_SEEDS=${BEFORE_SEEDS:-0 1 2}
+BEFORE_SEEDS=${BEFORE_SEEDS-0 1 2}  # set but empty: none
 FIRST=${LABELLED%%,*}
 # whether an evaluation file exists and follows today's metric conventions (the benchmark re-scores its own cells)
 scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics import METRICS_VERSION as V
