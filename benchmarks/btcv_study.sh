@@ -15,7 +15,7 @@
 # This copy's images were stored as 8-bit slices windowed to [-125, 275] HU: values outside are clipped.
 #
 # Run from the repository root; writes $RUNS (runs/btcv/) and $DOCS (docs/results/btcv/), e.g. one count on
-# its own: LABELLED=2 BEFORE_SEEDS= DOCS=docs/results/btcv/n2 RUNS=runs/btcv-n2 bash benchmarks/btcv_study.sh
+# its own: LABELLED=2 BEFORE_SEEDS= DOCS=docs/results/btcv/n2 bash benchmarks/btcv_study.sh
 set -euo pipefail
 B=${BTCV:-$HOME/.cache/vectorpose-data/BTCV}
 PY=${PY:-.venv/bin/python}
