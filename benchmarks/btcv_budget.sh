@@ -17,7 +17,7 @@ export OMP_NUM_THREADS=1
 [ -f $R/scratch/benchmark.json ] || { echo "run benchmarks/btcv_study.sh first: its plan is read from $R/scratch/benchmark.json" >&2; exit 1; }
 read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
 for cell in $CELLS; do
-  seed=${cell%%:*} steps=${cell##*:} out=$R/budget/n5-s${cell%%:*}-${cell##*:}
+  seed=${cell%%:*} steps=${cell##*:}; out=$R/budget/n5-s$seed-$steps
   [ -f $out/convergence.json ] || $PY -m vectorpose finetune "$B" --out $out --split paper_split --labeled 5 --seed $seed --steps $steps \
     --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" --quiet --overwrite >&2
   [ -f $out-test.json ] || $PY -m vectorpose evaluate $out "$B" --out $out-test.json >&2
