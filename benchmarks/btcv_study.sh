@@ -5,7 +5,7 @@
 # validation split, so at most 18 are labelled. Spacing, CT window, patch and batch are the defaults,
 # planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). Scratch and VectorPOSE
 # (pretrained 2000 steps on the images of the 21 training scans) at $LABELLED labelled scans (default 5
-# then 2), seeds 0-2, 1000 fine-tuning steps; beside them, at the first count, the fine-tuning recipe
+# then 2), seeds 0-2, $FINETUNE_STEPS fine-tuning steps (default 1000); beside them, at the first count, the fine-tuning recipe
 # before issue 16 (its flags, same plan) for seeds $BEFORE_SEEDS (none when empty). The two methods run
 # as two processes with one torch thread each (scratch starts while VectorPOSE pretrains) and are joined
 # into one report in $DOCS at the end. Every step is resumable: rerun the script to finish it.
@@ -26,12 +26,13 @@ export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 PRE=$R/pretrain/vectorpose
 LABELLED=${LABELLED:-5,2}
+STEPS=${FINETUNE_STEPS:-1000}
 BEFORE_SEEDS=${BEFORE_SEEDS-0 1 2}  # set but empty: none
 FIRST=${LABELLED%%,*}
 # whether an evaluation file exists and follows today's metric conventions (the benchmark re-scores its own cells)
 scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics import METRICS_VERSION as V
 sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/null; }
-STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps 1000 --val-every 100 --quiet)
+STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps $STEPS --val-every 100 --quiet)
 
 mkdir -p $R
 $VP benchmark "$B" --out $R/scratch --methods scratch "${STUDY[@]}" > $R/scratch.log 2>&1 &
@@ -47,7 +48,7 @@ read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/b
 LEGACY=(--foreground-sampling voxel --dice-background --warmup 0 --augmentation light --no-deep-supervision)
 for s in $BEFORE_SEEDS; do
   out=$R/before/n$FIRST-s$s
-  { [ -f $out/convergence.json ] || $VP finetune "$B" --out $out --split paper_split --labeled $FIRST --seed $s --steps 1000 \
+  { [ -f $out/convergence.json ] || $VP finetune "$B" --out $out --split paper_split --labeled $FIRST --seed $s --steps $STEPS \
       --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" "${LEGACY[@]}" --quiet --overwrite
     scored_now $out-test.json || $VP evaluate $out "$B" --out $out-test.json --overwrite; } > $R/before-s$s.log 2>&1 &
 done
@@ -65,7 +66,7 @@ for s in $BEFORE_SEEDS; do  # the report reads <run>/ and <run>-test.json
   cp $R/all/cells/scratch/n$FIRST-s$s/test_metrics.json $R/before/today-n$FIRST-s$s-test.json
 done
 $PY benchmarks/recipe_runs_report.py --title "BTCV, $FIRST labelled scans: the fine-tuning recipe before issue 16 and today's" \
-  --about "Made by \`bash benchmarks/btcv_study.sh\` (LABELLED=$LABELLED, BEFORE_SEEDS=$BEFORE_SEEDS). From scratch, 1000 steps, \
+  --about "Made by \`bash benchmarks/btcv_study.sh\` (LABELLED=$LABELLED, BEFORE_SEEDS=$BEFORE_SEEDS, FINETUNE_STEPS=$STEPS). From scratch, $STEPS steps, \
 at the CPU plan and CT window of the benchmark in \`report.md\`; \`before\` adds --foreground-sampling voxel --dice-background \
 --warmup 0 --augmentation light --no-deep-supervision; \`today\` is the benchmark's scratch cells of the same seeds. Test Dice on the \
 9 test scans of the paper's split." \

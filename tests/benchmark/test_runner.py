@@ -1,20 +1,25 @@
 import json
+import os
 import shutil
+import signal
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 
 from vectorpose.benchmark import runner
-from vectorpose.benchmark.runner import BenchmarkConfig, cell_dir, pretraining_state, resolve_preprocessing, run_benchmark
+from vectorpose.benchmark.runner import (BenchmarkConfig, cell_dir, earlier_sittings_s, pretraining_state, resolve_preprocessing,
+                                         run_benchmark)
 from vectorpose.data.synthetic import LABELS
 from vectorpose.benchmark.stats import paired_difference, summarise_values
-from vectorpose.errors import VectorPoseError
+from vectorpose.errors import TrainingStopped, VectorPoseError
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.masking import MaskingConfig
 from vectorpose.pretext.sample import PretextConfig
-from vectorpose.training.finetune import FinetuneConfig
+from vectorpose.training.finetune import FinetuneConfig, SegmentationTask
 from vectorpose.training.pretrain import PretrainConfig
+from vectorpose.training.resume import load_resume_state
 
 SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 
@@ -108,15 +113,85 @@ def test_rerun_trains_nothing(finished, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == before
 
 
-def test_interrupted_cell_restarts_alone(finished, monkeypatch):
+class ResumeRecorder:
+    """Records the ``resume`` argument of every fine-tuning call while still running it."""
+
+    def __init__(self, monkeypatch):
+        self.resumed: list[bool] = []
+        real = runner.finetune
+
+        def recorded(*args, **kwargs):
+            self.resumed.append(kwargs.get("resume", False))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(runner, "finetune", recorded)
+
+
+def test_cell_cut_off_after_training_finishes_alone(finished, monkeypatch):
     data, external, out, _ = finished
     broken = cell_dir(out, "vectorpose", 0.4, 1)
     (broken / "cell.json").unlink()  # as if killed after training, before scoring finished
-    (broken / "leftover.tmp").write_text("partial")
-    finetunes = Counter(monkeypatch, "finetune")
+    weights = (broken / "model.safetensors").stat().st_mtime_ns
+    calls = ResumeRecorder(monkeypatch)
     run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
-    assert finetunes.calls == 1 and run.trained_cells == 1
+    assert calls.resumed == [True] and run.trained_cells == 1
+    assert (broken / "cell.json").is_file() and (broken / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_cell_of_another_recipe_restarts_from_scratch(finished, monkeypatch):
+    data, external, out, _ = finished
+    broken = cell_dir(out, "scratch", 1.0, 1)
+    (broken / "cell.json").unlink()
+    saved = json.loads((broken / "config.json").read_text(encoding="utf-8"))
+    saved["finetune"]["lr"] *= 2  # a cut-off attempt with other settings must not be continued
+    (broken / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    (broken / "leftover.tmp").write_text("partial")
+    calls = ResumeRecorder(monkeypatch)
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert calls.resumed == [False] and run.trained_cells == 1
     assert (broken / "cell.json").is_file() and not (broken / "leftover.tmp").exists()
+
+
+def test_cell_cut_off_midway_resumes_bit_exact(benchmark_data, tmp_path, monkeypatch):
+    data, _ = benchmark_data
+    config = tiny(methods=("scratch",), fractions=(1.0,), seeds=1, finetune_steps=4, val_every=2)
+    reference = tmp_path / "reference"
+    run_benchmark(data, reference, config, cache_dir=tmp_path / "cache", progress=False)
+
+    real_losses = SegmentationTask.losses
+
+    def stopped_in_step_3(task, batch, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes the step, saves it and stops
+        return real_losses(task, batch, step)
+
+    out = tmp_path / "cut"
+    with monkeypatch.context() as patched:
+        patched.setattr(SegmentationTask, "losses", stopped_in_step_3)
+        with pytest.raises(TrainingStopped, match="resumes from its last checkpoint"):
+            run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    cell = cell_dir(out, "scratch", 1.0, 0)
+    assert load_resume_state(cell / "resume.pt")["step"] == 3 and not (cell / "cell.json").exists()
+
+    calls = ResumeRecorder(monkeypatch)
+    run = run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    assert calls.resumed == [True] and run.trained_cells == 1
+    for name in ("model.safetensors", "last.safetensors"):
+        a, b = load_file(cell_dir(reference, "scratch", 1.0, 0) / name), load_file(cell / name)
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name
+    done = json.loads((cell / "cell.json").read_text(encoding="utf-8"))
+    steps = [json.loads(line)["step"] for line in (cell / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert steps == [1, 2, 3, 4] and done["finetune_s"] > 0
+
+
+def test_earlier_sittings_time_sums_each_sitting_where_its_clock_ends(tmp_path):
+    rows = [{"step": 10, "elapsed_s": 1.0}, {"step": 20, "elapsed_s": 2.5, "val/dice": 0.1}, {"step": 20, "val/dice": 0.1},
+            {"step": 30, "elapsed_s": 0.5}, {"step": 40, "elapsed_s": 4.0}, {"step": 50, "elapsed_s": 0.25}, {"step": 60, "elapsed_s": 1.0}]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
+    assert earlier_sittings_s(metrics) == pytest.approx(2.5 + 4.0)
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]), encoding="utf-8")
+    assert earlier_sittings_s(metrics) == 0.0
 
 
 def test_added_seed_trains_only_new_cells(benchmark_data, tmp_path, monkeypatch):

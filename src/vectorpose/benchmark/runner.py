@@ -19,8 +19,9 @@ the intensity window (without labels: the voxels above -500 HU). Layout of ``out
         cell.json                     the cell's summary, written last: the cell is finished
     results.json, report.md, *.png   (see :mod:`vectorpose.benchmark.report`)
 
-A cell without ``cell.json`` was interrupted and is restarted from scratch, so a rerun of the same
-command finishes exactly the missing work.
+A cell without ``cell.json`` was interrupted: it resumes from its last checkpoint (``resume.pt``, bit for
+bit as if never stopped) when its saved fine-tuning settings and initialisation are this cell's, and
+restarts from scratch otherwise, so a rerun of the same command finishes exactly the missing work.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from ..settings import setting
 from ..training.convergence import convergence, validation_curves
 from ..training.finetune import PLAN_FILE, FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
-from ..training.run import METRICS_FILE
+from ..training.resume import RESUME_FILE
+from ..training.run import CONFIG_FILE, METRICS_FILE
 from ..training.transfer import TRANSFER_MODES
 from ..utils.files import write_json
 
@@ -418,7 +420,7 @@ def run_benchmark(
             done[c] = score_cell(cell_dir(out, *c), done[c], data, test_data, config.device, cache_dir)
     except TrainingStopped as exc:
         name = signal.Signals(exc.signum).name
-        raise TrainingStopped(f"{out}: benchmark stopped by {name}; rerun the same command to finish it (the cut-off cell restarts)",
+        raise TrainingStopped(f"{out}: benchmark stopped by {name}; rerun the same command to finish it (the cut-off cell resumes from its last checkpoint)",
                               exc.signum) from None
     finally:
         bar.close()
@@ -481,23 +483,41 @@ def _pretraining_info(path: Path, out: Path) -> dict:
 
 def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, amount: float | int, seed: int, init: Path | None,
              test_data: Path | None, cache_dir) -> dict:
-    """Fine-tune and evaluate one cell from scratch (an interrupted attempt is removed first). A count of
-    labelled cases is recorded as its share of the training pool too (``fraction``), so reports read both alike."""
-    if path.exists():
-        shutil.rmtree(path)
+    """Fine-tune and evaluate one cell: resume a cut-off attempt of this very cell from its last checkpoint,
+    else start anew (removing any other attempt first). A count of labelled cases is recorded as its share of
+    the training pool too (``fraction``), so reports read both alike. ``finetune_s`` adds the training time
+    of earlier sittings up to the step resumed from."""
     fconfig = config.finetune_config(amount, seed)
+    resume = resumable_cell(path, fconfig, init)
+    if path.exists() and not resume:
+        shutil.rmtree(path)
     t0 = time.perf_counter()
-    result = finetune(data, path, fconfig, init=init, cache_dir=cache_dir, progress=False)
+    result = finetune(data, path, fconfig, init=init, cache_dir=cache_dir, resume=resume, progress=False)
     cell = {
         "method": method, "fraction": amount / len(result.split.pool) if isinstance(amount, int) else amount, "seed": seed,
         "labelled": len(result.split.labelled),
         "val_dice": result.best_dice if math.isfinite(result.best_dice) else None, "best_step": result.best_step,
         "converged": result.convergence.converged, "late_gain": result.convergence.late_gain,
         "collapsed": list(result.convergence.collapsed),
-        "finetune_s": time.perf_counter() - t0, "init": _init_name(init), "finetune": fconfig.to_json(),
-        "plan": _read_json(path / PLAN_FILE),
+        "finetune_s": time.perf_counter() - t0 + earlier_sittings_s(path / METRICS_FILE), "init": _init_name(init),
+        "finetune": fconfig.to_json(), "plan": _read_json(path / PLAN_FILE),
     }
     return score_cell(path, cell, data, test_data, config.device, cache_dir)
+
+
+def resumable_cell(path: Path, config: FinetuneConfig, init: Path | None) -> bool:
+    """Whether ``path`` holds a cut-off fine-tuning run with exactly ``config`` (placement included) and ``init``."""
+    saved = _read_json(path / CONFIG_FILE)
+    return (saved is not None and (path / RESUME_FILE).is_file() and saved.get("finetune") == config.to_json()
+            and saved.get("init") == (str(init) if init else None))
+
+
+def earlier_sittings_s(metrics: Path) -> float:
+    """Training time of the sittings before the last one, from a run's ``metrics.jsonl``: each sitting's
+    ``elapsed_s`` counts from its own start, so a sitting ends where the clock goes back; 0 for one sitting."""
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    clock = [row["elapsed_s"] for row in rows if "elapsed_s" in row]
+    return float(sum(a for a, b in zip(clock, clock[1:]) if b < a))
 
 
 def score_cell(path: Path, cell: dict, data: Path, test_data: Path | None, device: str, cache_dir) -> dict:
