@@ -3,12 +3,13 @@
 #
 # The paper's split (dataset.json "paper_split": 21 training scans, 9 test scans); 3 of the 21 are the
 # validation split, so at most 18 are labelled. Spacing, CT window, patch and batch are the defaults,
-# planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). Scratch and VectorPOSE
-# (pretrained 2000 steps on the images of the 21 training scans) at $LABELLED labelled scans (default 5
-# then 2), seeds 0-2, $FINETUNE_STEPS fine-tuning steps (default 1000); beside them, at the first count, the fine-tuning recipe
-# before issue 16 (its flags, same plan) for seeds $BEFORE_SEEDS (none when empty). The two methods run
-# as two processes with one torch thread each (scratch starts while VectorPOSE pretrains) and are joined
-# into one report in $DOCS at the end. Every step is resumable: rerun the script to finish it.
+# planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). The methods of $METHODS
+# (default scratch,vectorpose; each pretraining one pretrained 2000 steps on the images of the 21 training
+# scans, in $RUNS/pretrain/<method>) at $LABELLED labelled scans (default 5 then 2), seeds 0-2,
+# $FINETUNE_STEPS fine-tuning steps (default 1000). Each method is one benchmark process with one torch
+# thread, as many at once as the machine has cores; they are joined into one report in $DOCS at the end.
+# Beside them, at the first count, the fine-tuning recipe before issue 16 (its flags, same plan) for seeds
+# $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it.
 #
 # BTCV is built first (not redistributable; keep it outside the repository):
 #   VLA=<VLAlignSeg- git dir> DGP=<DGPANet git dir> .venv/bin/python ../shared/tools/make_btcv.py ~/.cache/vectorpose-data/BTCV
@@ -24,27 +25,41 @@ D=${DOCS:-docs/results/btcv}
 [ -f "$B/dataset.json" ] || { echo "no BTCV at $B (set BTCV=...): build it with ../shared/tools/make_btcv.py" >&2; exit 1; }
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
-PRE=$R/pretrain/vectorpose
+METHODS=${METHODS:-scratch,vectorpose}
+ALL=(${METHODS//,/ })
 LABELLED=${LABELLED:-5,2}
 STEPS=${FINETUNE_STEPS:-1000}
 BEFORE_SEEDS=${BEFORE_SEEDS-0 1 2}  # set but empty: none
+[ -z "${BEFORE_SEEDS// }" ] || [[ ",$METHODS," == *,scratch,* ]] || { echo "BEFORE_SEEDS compares with scratch: add it to METHODS" >&2; exit 1; }
 FIRST=${LABELLED%%,*}
 # whether an evaluation file exists and follows today's metric conventions (the benchmark re-scores its own cells)
 scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics import METRICS_VERSION as V
 sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/null; }
 STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps $STEPS --val-every 100 --quiet)
 
-mkdir -p $R
-$VP benchmark "$B" --out $R/scratch --methods scratch "${STUDY[@]}" > $R/scratch.log 2>&1 &
-{ if ! grep -qs '"step": 2000' $PRE/model.json; then
-    [ -f $PRE/resume.pt ] && again=--resume || again=--overwrite
-    $VP pretrain "$B" --out $PRE --split paper_split --steps 2000 --quiet $again
+method_study() {  # pretrain (if the method does and its run is not finished), then the method's benchmark
+  local m=$1 pre=() again
+  if [ $m != scratch ]; then
+    local P=$R/pretrain/$m
+    if ! grep -qs '"step": 2000' $P/model.json; then
+      [ -f $P/resume.pt ] && again=--resume || again=--overwrite
+      $VP pretrain "$B" --out $P --method $m --split paper_split --steps 2000 --quiet $again
+    fi
+    pre=(--pretrained $m=$P)
   fi
-  $VP benchmark "$B" --out $R/vectorpose --methods vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}"; } > $R/vectorpose.log 2>&1 &
-wait
+  $VP benchmark "$B" --out $R/$m --methods $m "${pre[@]}" "${STUDY[@]}"
+}
+
+mkdir -p $R
+LANES=$(nproc); lanes=()
+for ((lane = 0; lane < LANES && lane < ${#ALL[@]}; lane++)); do
+  { for ((i = lane; i < ${#ALL[@]}; i += LANES)); do method_study ${ALL[i]} > $R/${ALL[i]}.log 2>&1; done; } &
+  lanes+=($!)
+done
+for pid in "${lanes[@]}"; do wait $pid; done
 
 # the recipe before issue 16, with the benchmark's spacing and CT window, one process per seed
-read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
+read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/${ALL[0]}/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
 LEGACY=(--foreground-sampling voxel --dice-background --warmup 0 --augmentation light --no-deep-supervision)
 for s in $BEFORE_SEEDS; do
   out=$R/before/n$FIRST-s$s
@@ -54,10 +69,14 @@ for s in $BEFORE_SEEDS; do
 done
 wait
 
-# one report over both methods: the finished cells are reused as they are
-for m in scratch vectorpose; do mkdir -p $R/all/cells/$m; cp -rn $R/$m/cells/$m/. $R/all/cells/$m/; done
+# one report over all methods: the finished cells are reused as they are
+PRETRAINED=()
+for m in "${ALL[@]}"; do
+  [ $m = scratch ] || PRETRAINED+=(--pretrained $m=$R/pretrain/$m)
+  mkdir -p $R/all/cells/$m; cp -rn $R/$m/cells/$m/. $R/all/cells/$m/
+done
 NOTES=(); [ -f $D/notes.md ] && NOTES=(--notes $D/notes.md)
-$VP benchmark "$B" --out $R/all --methods scratch,vectorpose --pretrained vectorpose=$PRE "${STUDY[@]}" "${NOTES[@]}"
+$VP benchmark "$B" --out $R/all --methods $METHODS "${PRETRAINED[@]}" "${STUDY[@]}" "${NOTES[@]}"
 mkdir -p $D
 cp $R/all/report.md $R/all/results.json $R/all/*.png $D/
 [ -n "${BEFORE_SEEDS// }" ] || exit 0
