@@ -420,8 +420,8 @@ def run_benchmark(
             done[c] = score_cell(cell_dir(out, *c), done[c], data, test_data, config.device, cache_dir)
     except TrainingStopped as exc:
         name = signal.Signals(exc.signum).name
-        raise TrainingStopped(f"{out}: benchmark stopped by {name}; rerun the same command to finish it (the cut-off cell resumes from its last checkpoint)",
-                              exc.signum) from None
+        raise TrainingStopped(f"{out}: benchmark stopped by {name}; rerun the same command to finish it "
+                              "(the cut-off cell resumes from its last checkpoint)", exc.signum) from None
     finally:
         bar.close()
 
