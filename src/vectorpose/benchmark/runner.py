@@ -465,9 +465,9 @@ def _pretraining_info(path: Path, out: Path) -> dict:
     model = _read_json(path / "model.json") if path.is_dir() else _read_json(path.with_suffix(".json"))
     run_dir = path if path.is_dir() else path.parent
     elapsed = None
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_FILE
     if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = _metrics_rows(metrics)
         times = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
         elapsed = times[-1] if times else None
         last = rows[-1] if rows else {}
@@ -512,11 +512,15 @@ def resumable_cell(path: Path, config: FinetuneConfig, init: Path | None) -> boo
             and saved.get("init") == (str(init) if init else None))
 
 
+def _metrics_rows(metrics: Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl``."""
+    return [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def earlier_sittings_s(metrics: Path) -> float:
     """Training time of the sittings before the last one, from a run's ``metrics.jsonl``: each sitting's
     ``elapsed_s`` counts from its own start, so a sitting ends where the clock goes back; 0 for one sitting."""
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-    clock = [row["elapsed_s"] for row in rows if "elapsed_s" in row]
+    clock = [row["elapsed_s"] for row in _metrics_rows(metrics) if "elapsed_s" in row]
     return float(sum(a for a, b in zip(clock, clock[1:]) if b < a))
 
 
