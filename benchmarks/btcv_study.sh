@@ -23,6 +23,7 @@ PY=${PY:-.venv/bin/python}
 R=${RUNS:-runs/btcv}
 D=${DOCS:-docs/results/btcv}
 [ -f "$B/dataset.json" ] || { echo "no BTCV at $B (set BTCV=...): build it with ../shared/tools/make_btcv.py" >&2; exit 1; }
+LANES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # cores, not the OpenMP limit nproc honours
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 METHODS=${METHODS:-scratch,vectorpose}
@@ -51,7 +52,7 @@ method_study() {  # pretrain (if the method does and its run is not finished), t
 }
 
 mkdir -p $R
-LANES=$(nproc); lanes=()
+lanes=()
 for ((lane = 0; lane < LANES && lane < ${#ALL[@]}; lane++)); do
   { for ((i = lane; i < ${#ALL[@]}; i += LANES)); do method_study ${ALL[i]} > $R/${ALL[i]}.log 2>&1; done; } &
   lanes+=($!)
