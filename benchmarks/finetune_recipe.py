@@ -11,7 +11,7 @@ runs on the test split, for the final recipe only.
         --fraction 0.05 --steps 300 --seeds 0,1,2 --variants legacy,default --report docs/results/hippocampus/recipe/fraction-0.05.md
 
 Finished runs (with ``convergence.json``) are reused when the script is rerun; an interrupted one
-starts again. Runs one at a time with the torch threads of ``--threads``.
+continues from its last checkpoint, and its time adds up its sittings. Runs one at a time with the torch threads of ``--threads``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from vectorpose.benchmark.runner import earlier_sittings_s
 
 VARIANTS = {
     "default": [],
@@ -55,7 +57,8 @@ def run(data: str, out: Path, variant: str, fraction: float, seed: int, steps: i
     command = ["finetune", data, "--out", str(folder), "--label-fraction", f"{fraction:g}", "--seed", str(seed), "--split-seed", "0",
                "--steps", str(steps), "--val-every", str(val_every), "--quiet", *VARIANTS[variant]]
     if not (folder / "convergence.json").is_file():
-        wall = vectorpose(command + (["--overwrite"] if folder.exists() else []), threads)
+        again = ["--resume"] if (folder / "resume.pt").is_file() else ["--overwrite"] if folder.exists() else []
+        wall = vectorpose(command + again, threads) + earlier_sittings_s(folder / "metrics.jsonl")
         (folder / "wall_time.json").write_text(json.dumps({"finetune_s": wall}), encoding="utf-8")
     verdict = json.loads((folder / "convergence.json").read_text(encoding="utf-8"))
     row = {"variant": variant, "fraction": fraction, "seed": seed, "steps": steps, "val_dice": verdict["best_dice"],

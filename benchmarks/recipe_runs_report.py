@@ -17,19 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from vectorpose.benchmark.runner import sittings_s
 from vectorpose.benchmark.stats import paired_difference
 
 NOT_LEARNED = 0.01
 
 
 def runs(folder: Path, prefix: str) -> list[tuple[str, dict, float | None, dict]]:
-    """``(name, test metrics, fine-tuning seconds, config)`` of every scored run in ``folder`` whose name
+    """``(name, test metrics, fine-tuning seconds over all sittings, config)`` of every scored run in ``folder`` whose name
     starts with ``prefix``, in name order."""
     out = []
     for metrics in sorted(folder.glob(f"{prefix}*-test.json")):
         name = metrics.name[: -len("-test.json")]
-        rows = [json.loads(line) for line in (folder / name / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-        seconds = max((r["elapsed_s"] for r in rows if "elapsed_s" in r), default=None)
+        seconds = sum(sittings_s(folder / name / "metrics.jsonl")) or None
         config = json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
         out.append((name, json.loads(metrics.read_text(encoding="utf-8")), seconds, config))
     return out

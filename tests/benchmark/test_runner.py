@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from vectorpose.benchmark import runner
 from vectorpose.benchmark.runner import (BenchmarkConfig, cell_dir, earlier_sittings_s, pretraining_state, resolve_preprocessing,
-                                         run_benchmark)
+                                         run_benchmark, sittings_s)
 from vectorpose.data.synthetic import LABELS
 from vectorpose.benchmark.stats import paired_difference, summarise_values
 from vectorpose.errors import TrainingStopped, VectorPoseError
@@ -184,14 +184,27 @@ def test_cell_cut_off_midway_resumes_bit_exact(benchmark_data, tmp_path, monkeyp
     assert steps == [1, 2, 3, 4] and done["finetune_s"] > 0
 
 
-def test_earlier_sittings_time_sums_each_sitting_where_its_clock_ends(tmp_path):
+def test_sittings_end_where_the_clock_goes_back(tmp_path):
     rows = [{"step": 10, "elapsed_s": 1.0}, {"step": 20, "elapsed_s": 2.5, "val/dice": 0.1}, {"step": 20, "val/dice": 0.1},
             {"step": 30, "elapsed_s": 0.5}, {"step": 40, "elapsed_s": 4.0}, {"step": 50, "elapsed_s": 0.25}, {"step": 60, "elapsed_s": 1.0}]
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
     assert earlier_sittings_s(metrics) == pytest.approx(2.5 + 4.0)
+    assert sittings_s(metrics) == pytest.approx([2.5, 4.0, 1.0])
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]), encoding="utf-8")
-    assert earlier_sittings_s(metrics) == 0.0
+    assert earlier_sittings_s(metrics) == 0.0 and sittings_s(metrics) == pytest.approx([2.5])
+
+
+def test_pretraining_time_adds_up_every_sitting(tmp_path):
+    run = tmp_path / "pretrain"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps({"step": 60, "backbone": "unet", "patch_size": [8, 8, 8]}), encoding="utf-8")
+    rows = [{"step": 20, "elapsed_s": 2.0, "total": 3.0}, {"step": 40, "elapsed_s": 1.5, "total": 2.0},
+            {"step": 60, "elapsed_s": 3.0, "total": 1.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    info = runner._pretraining_info(run, tmp_path / "bench")
+    assert info["wall_s"] == pytest.approx(2.0 + 3.0) and info["steps"] == 60 and info["supplied"]
+    assert info["final_losses"] == {"total": 1.0}
 
 
 def test_added_seed_trains_only_new_cells(benchmark_data, tmp_path, monkeypatch):

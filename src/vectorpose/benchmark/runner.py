@@ -462,14 +462,15 @@ def _plan_pretraining(out: Path, config: BenchmarkConfig, data: Path) -> tuple[d
 
 
 def _pretraining_info(path: Path, out: Path) -> dict:
+    """What the report says of a pretraining run: its steps, backbone, patch, training time over all its
+    sittings (``wall_s``) and last logged losses."""
     model = _read_json(path / "model.json") if path.is_dir() else _read_json(path.with_suffix(".json"))
     run_dir = path if path.is_dir() else path.parent
     elapsed = None
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         rows = _metrics_rows(metrics)
-        times = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
-        elapsed = times[-1] if times else None
+        elapsed = sum(sittings_s(metrics)) if any("elapsed_s" in r for r in rows) else None
         last = rows[-1] if rows else {}
     else:
         last = {}
@@ -517,11 +518,16 @@ def _metrics_rows(metrics: Path) -> list[dict]:
     return [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def sittings_s(metrics: Path) -> list[float]:
+    """Training time of each sitting of a run, from its ``metrics.jsonl``: each sitting's ``elapsed_s``
+    counts from its own start, so a sitting ends where the clock goes back (and at the last row)."""
+    clock = [float(row["elapsed_s"]) for row in _metrics_rows(metrics) if "elapsed_s" in row]
+    return [a for a, b in zip(clock, clock[1:] + [float("-inf")]) if b < a]
+
+
 def earlier_sittings_s(metrics: Path) -> float:
-    """Training time of the sittings before the last one, from a run's ``metrics.jsonl``: each sitting's
-    ``elapsed_s`` counts from its own start, so a sitting ends where the clock goes back; 0 for one sitting."""
-    clock = [row["elapsed_s"] for row in _metrics_rows(metrics) if "elapsed_s" in row]
-    return float(sum(a for a, b in zip(clock, clock[1:]) if b < a))
+    """Training time of the sittings before the last one; 0 for one sitting."""
+    return float(sum(sittings_s(metrics)[:-1]))
 
 
 def score_cell(path: Path, cell: dict, data: Path, test_data: Path | None, device: str, cache_dir) -> dict:
