@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Issue 14's label-efficiency study on Task04_Hippocampus: converged cells and 10 seeds, at the default
+# recipe and plan, planned for this CPU across several sittings.
+#
+#   main       scratch, genesis, mae, vectorpose at 5 % and 10 % labels, $SEEDS seeds (default 10),
+#              $FEW_STEPS fine-tuning steps per cell                          -> $DOCS/
+#   ablation   vp and bfr (the halves of VectorPOSE) at 5 %, the same seeds, beside the main run's
+#              scratch and vectorpose cells at 5 %                             -> $DOCS/ablation-5pct/
+#   all labels scratch, genesis, mae, vectorpose at 100 %, seeds 0-2, $FULL_STEPS steps -> $DOCS/all-labels/
+#
+# Every pretraining method is pretrained once, $PRETRAIN_STEPS steps (default 2000) on the training pool
+# of split seed 0, in $RUNS/pretrain/<method>, and shared by all three parts. Each (part, method) is one
+# benchmark process with one torch thread; as many run at once as the machine has cores, each taking the
+# next unclaimed one in the order above. Everything is resumable (a cut-off cell continues from its last
+# checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
+#
+#   bash benchmarks/hippocampus_study.sh                       # writes runs/hippocampus/, docs/results/hippocampus/converged/
+#   PARTS=main METHODS=scratch,vectorpose bash benchmarks/hippocampus_study.sh   # a subset
+set -euo pipefail
+DATA=${HIPPOCAMPUS:-../shared/data/Task04_Hippocampus}
+PY=${PY:-.venv/bin/python}
+R=${RUNS:-runs/hippocampus}
+D=${DOCS:-docs/results/hippocampus/converged}
+SEEDS=${SEEDS:-10}
+FEW_STEPS=${FEW_STEPS:-1000}
+FULL_STEPS=${FULL_STEPS:-3000}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-2000}
+PARTS=${PARTS:-main,ablation,all-labels}
+METHODS=${METHODS:-scratch,genesis,mae,vectorpose,vp,bfr}
+[ -f "$DATA/dataset.json" ] || { echo "no Task04_Hippocampus at $DATA (set HIPPOCAMPUS=...)" >&2; exit 1; }
+LANES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # cores, not the OpenMP limit nproc honours
+export OMP_NUM_THREADS=1
+VP="$PY -m vectorpose"
+COMMON=(--val-every 100 --quiet)
+wanted() { [[ ",$2," == *,$1,* ]]; }
+
+# part name, methods, fractions, seeds, steps
+declare -A P_METHODS=([main]=scratch,genesis,mae,vectorpose [ablation]=vp,bfr [all-labels]=scratch,genesis,mae,vectorpose)
+declare -A P_FRACTIONS=([main]=0.05,0.1 [ablation]=0.05 [all-labels]=1.0)
+declare -A P_SEEDS=([main]=$SEEDS [ablation]=$SEEDS [all-labels]=3)
+declare -A P_STEPS=([main]=$FEW_STEPS [ablation]=$FEW_STEPS [all-labels]=$FULL_STEPS)
+
+study() {  # the benchmark arguments of a part
+  echo --fractions ${P_FRACTIONS[$1]} --seeds ${P_SEEDS[$1]} --pretrain-steps $PRETRAIN_STEPS --finetune-steps ${P_STEPS[$1]} "${COMMON[@]}"
+}
+pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
+pretrain() {
+  local P=$R/pretrain/$1 again
+  grep -qs "\"step\": $PRETRAIN_STEPS" $P/model.json && return 0
+  [ -f $P/resume.pt ] && again=--resume || again=--overwrite
+  $VP pretrain "$DATA" --out $P --method $1 --steps $PRETRAIN_STEPS --quiet $again
+}
+cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1); }
+
+# the jobs, in order: every pretraining run first, then every (part, method)
+JOBS=(); PRE=()
+for part in main ablation all-labels; do
+  wanted $part "$PARTS" || continue
+  for m in ${P_METHODS[$part]//,/ }; do
+    wanted $m "$METHODS" || continue
+    JOBS+=("$part:$m")
+    [ $m = scratch ] || [[ " ${PRE[*]} " == *" $m "* ]] || PRE+=($m)
+  done
+done
+mkdir -p $R/logs
+rm -rf $R/claims
+run_lanes() {  # run_lanes FUNCTION JOB...: each job once, $LANES at a time, a job claimed by an atomic mkdir
+  local fn=$1 lanes=(); shift
+  for ((lane = 0; lane < LANES; lane++)); do
+    { for job in "$@"; do
+        mkdir -p $R/claims; mkdir $R/claims/${job//\//_} 2>/dev/null || continue
+        $fn ${job//:/ } > $R/logs/${job//:/-}.log 2>&1 || echo "failed: $job (log: $R/logs/${job//:/-}.log)" >&2
+      done; } &
+    lanes+=($!)
+  done
+  for pid in "${lanes[@]}"; do wait $pid; done
+}
+pretrain_job() { pretrain $2; }
+run_lanes pretrain_job "${PRE[@]/#/pretrain:}"
+run_lanes cells "${JOBS[@]}"
+rm -rf $R/claims
+
+# the reports: finished cells are copied into one folder per report and reused as they are
+report() {  # report PART_FOLDER DOCS_FOLDER PART_OF_SETTINGS NOTES METHOD=SOURCE_PART...
+  local out=$R/$1 docs=$2 settings=$3 notes=$4 methods=() pre=(); shift 4
+  for pair in "$@"; do
+    local m=${pair%%=*} src=${pair#*=}
+    [ -f $R/$src/$m/results.json ] || { echo "not writing $docs: $src/$m is not finished" >&2; return 0; }
+    mkdir -p $out/cells/$m
+    for f in ${P_FRACTIONS[$settings]//,/ }; do cp -rn $R/$src/$m/cells/$m/f$(printf %g $f)-s* $out/cells/$m/; done
+    methods+=($m); pre+=($(pretrained $m))
+  done
+  local NOTES=(); [ -f $notes ] && NOTES=(--notes $notes)
+  $VP benchmark "$DATA" --out $out --methods $(IFS=,; echo "${methods[*]}") "${pre[@]}" $(study $settings) "${NOTES[@]}"
+  mkdir -p $docs; cp $out/report.md $out/results.json $out/*.png $docs/
+}
+wanted main "$PARTS" && report report-main $D main $D/notes.md scratch=main genesis=main mae=main vectorpose=main
+wanted ablation "$PARTS" && report report-ablation $D/ablation-5pct ablation $D/ablation-5pct/notes.md \
+  scratch=main vp=ablation bfr=ablation vectorpose=main
+wanted all-labels "$PARTS" && report report-all-labels $D/all-labels all-labels $D/all-labels/notes.md \
+  scratch=all-labels genesis=all-labels mae=all-labels vectorpose=all-labels
