@@ -8,6 +8,9 @@
 #              scratch and vectorpose cells at 5 %                             -> $DOCS/ablation-5pct/
 #   all labels scratch, genesis, mae, vectorpose at 100 %, seeds 0-2, $FULL_STEPS steps -> $DOCS/all-labels/
 #
+# The budgets are where scratch converged by the run's own rule on seed 0 (validation split only):
+# 1000 steps at 5 % and 10 % (docs/results/hippocampus/recipe/fraction-0.05-steps-1000.md, -0.1-),
+# 3000 at 100 % (fraction-1-steps-3000.md; 1500 converged too, but 3000 scored higher).
 # Every pretraining method is pretrained once, $PRETRAIN_STEPS steps (default 2000) on the training pool
 # of split seed 0, in $RUNS/pretrain/<method>, and shared by all three parts. Each (part, method) is one
 # benchmark process with one torch thread; as many run at once as the machine has cores, each taking the
