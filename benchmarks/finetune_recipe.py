@@ -11,7 +11,8 @@ runs on the test split, for the final recipe only.
         --fraction 0.05 --steps 300 --seeds 0,1,2 --variants legacy,default --report docs/results/hippocampus/recipe/fraction-0.05.md
 
 Finished runs (with ``convergence.json``) are reused when the script is rerun; an interrupted one
-continues from its last checkpoint, and its time adds up its sittings. Runs one at a time with the torch threads of ``--threads``.
+continues from its last checkpoint, and its time adds up its sittings. Runs one at a time with the
+torch threads of ``--threads``.
 """
 
 from __future__ import annotations

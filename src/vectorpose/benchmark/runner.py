@@ -470,7 +470,8 @@ def _pretraining_info(path: Path, out: Path) -> dict:
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         rows = _metrics_rows(metrics)
-        elapsed = sum(sittings_s(metrics)) if any("elapsed_s" in r for r in rows) else None
+        sittings = sittings_s(metrics)
+        elapsed = sum(sittings) if sittings else None
         last = rows[-1] if rows else {}
     else:
         last = {}
