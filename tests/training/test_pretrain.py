@@ -143,3 +143,23 @@ def test_config_json_round_trip():
 
 def test_a_mask_block_that_fits_no_patch_is_fine_for_methods_that_do_not_mask():
     PretrainConfig(method="vectorpose", masking=MaskingConfig(block_size=5), **TINY)
+
+
+def test_pretraining_never_reads_the_cases_fine_tuning_tests_on(synthetic_dataset, cache_dir, tmp_path):
+    from vectorpose.data.datasets import load_dataset
+    from vectorpose.data.splits import make_split
+
+    labelled = [c.case_id for c in load_dataset(synthetic_dataset).labelled]
+    for split_seed in (0, 1):
+        out = tmp_path / f"held-out-{split_seed}"
+        pretrain(synthetic_dataset, out, PretrainConfig(steps=1, split_seed=split_seed, **TINY), cache_dir=cache_dir, progress=False)
+        read = set(json.loads((out / "config.json").read_text(encoding="utf-8"))["cases"])
+        test = set(make_split(labelled, split_seed=split_seed).test)  # what finetune and benchmark test on
+        assert len(test) == 2 and not read & test and read | test == set(labelled)
+    out = tmp_path / "every-scan"
+    pretrain(synthetic_dataset, out, PretrainConfig(steps=1, test_fraction=0.0, **TINY), cache_dir=cache_dir, progress=False)
+    assert set(json.loads((out / "config.json").read_text(encoding="utf-8"))["cases"]) == set(labelled)
+    # a run from before the setting existed read every scan, and reads back so
+    saved = PretrainConfig(steps=1, **TINY).to_json()
+    del saved["split_seed"], saved["test_fraction"]
+    assert PretrainConfig.from_json(saved).test_fraction == 0.0

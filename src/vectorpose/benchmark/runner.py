@@ -134,7 +134,7 @@ class BenchmarkConfig:
 
     def pretrain_config(self, method: str) -> PretrainConfig:
         return replace(self.pretraining, method=method, steps=self.pretrain_steps, seed=self.pretrain_seed, device=self.device,
-                       workers=self.workers, split=self.split)
+                       workers=self.workers, split=self.split, split_seed=self.split_seed, test_fraction=self.finetuning.test_fraction)
 
     def finetune_config(self, amount: float | int, seed: int) -> FinetuneConfig:
         count = isinstance(amount, int)
@@ -173,6 +173,8 @@ class BenchmarkConfig:
         for key in ("method", "seed", "label_fraction", "labelled", "split"):
             d["pretraining"].pop(key, None)
             d["finetuning"].pop(key, None)
+        for key in ("split_seed", "test_fraction"):  # the benchmark's own split settings, in the recipe already
+            d["pretraining"].pop(key, None)
         if any(get_method(m).masked_input for m in self.methods):
             # only then: the recipe of a benchmark without mae stays what it was before mae existed
             d["pretraining"]["masking"] = self.pretraining.masking.to_json()

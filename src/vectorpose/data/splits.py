@@ -49,6 +49,10 @@ def _ordered(case_ids, seed: int) -> list[str]:
     return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
 
 
+def _test_count(n_cases: int, test_fraction: float) -> int:
+    return math.ceil(test_fraction * n_cases) if test_fraction > 0 else 0
+
+
 def split_cases(
     case_ids: list[str],
     split_seed: int = 0,
@@ -65,7 +69,7 @@ def split_cases(
         raise ValueError(f"test_fraction and validation_fraction must be >= 0 and sum below 1, got {test_fraction}, {validation_fraction}")
     ordered = _ordered(case_ids, split_seed)
     if test is None:
-        n_test = math.ceil(test_fraction * len(ordered)) if test_fraction > 0 else 0
+        n_test = _test_count(len(ordered), test_fraction)
         fixed, rest = ordered[:n_test], ordered[n_test:]
     else:
         unknown = sorted(set(test) - set(ordered))
@@ -144,6 +148,17 @@ def training_part(dataset: Dataset, spec: str) -> Dataset:
     kept = tuple(c for c in cases_in_split(dataset.cases, test, train) if c.case_id not in held_out)
     if not kept:
         raise DataError(dataset.root, f"split {spec!r} leaves no case outside its test split")
+    return replace(dataset, cases=kept)
+
+
+def seeded_training_part(dataset: Dataset, split_seed: int, test_fraction: float) -> Dataset:
+    """``dataset`` without the test split that a run without a fixed split draws from its labelled cases
+    with ``split_seed`` and ``test_fraction`` (the same cases as :func:`split_cases`); unlabelled cases stay."""
+    labelled = [c.case_id for c in dataset.labelled]
+    held_out = set(_ordered(labelled, split_seed)[: _test_count(len(labelled), test_fraction)])
+    kept = tuple(c for c in dataset.cases if c.case_id not in held_out)
+    if not kept:
+        raise DataError(dataset.root, f"a test fraction of {test_fraction:g} leaves no case outside the test split")
     return replace(dataset, cases=kept)
 
 

@@ -21,7 +21,7 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import SPACING_HELP, parse_spacing
-from ..data.splits import SPLIT_HELP, training_part
+from ..data.splits import SPLIT_HELP, seeded_training_part, training_part
 from ..data.validation import check_crop_fits
 from ..errors import DataError, VectorPoseError
 from ..methods import PretextMethod, get_method
@@ -62,6 +62,10 @@ class PretrainConfig:
     spacing: str = setting("auto", SPACING_HELP)
     ct_window: str = setting("auto", CT_WINDOW_HELP)
     split: str | None = setting(None, SPLIT_HELP + " Pretraining never reads the images of its test cases.")
+    split_seed: int = setting(0, "Seed of the test split held out without --split: the cases finetune and benchmark "
+                                 "test on with the same seed and --test-fraction.")
+    test_fraction: float = setting(0.2, "Share of the labelled cases held out as the test split without --split "
+                                        "(0: pretrain on every scan).")
     loss_weights: dict[str, float] | None = None
     backbone: AnyBackboneConfig = field(default_factory=BackboneConfig)
     pretext: PretextConfig = settings_group(PretextConfig)
@@ -73,6 +77,8 @@ class PretrainConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         parse_spacing(self.spacing)
@@ -118,8 +124,9 @@ class PretrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> PretrainConfig:
-        # a run from before these settings existed trained on each scan's own grid, with a fixed CT window
-        d = {"spacing": "native", "ct_window": "-1000,1000", **d}
+        # a run from before these settings existed trained on each scan's own grid, with a fixed CT window,
+        # on every scan
+        d = {"spacing": "native", "ct_window": "-1000,1000", "test_fraction": 0.0, **d}
         d["backbone"] = backbone_from_json(d["backbone"])
         d["pretext"] = PretextConfig.from_json(d["pretext"])
         if "masking" in d:
@@ -236,6 +243,8 @@ def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: Pret
         raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
     if config.split is not None:
         dataset = training_part(dataset, config.split)
+    else:
+        dataset = seeded_training_part(dataset, config.split_seed, config.test_fraction)
     # Every rank checks the folder (reading only; on several machines it must be on a shared file
     # system to resume). Waiting for all keeps rank 0 from clearing it (--overwrite) while others read.
     in_turn(ctx, True, lambda: check_pretraining_folder(out, config, resume, overwrite, ctx.world_size))
