@@ -13,9 +13,9 @@
 # 3000 at 100 % (fraction-1-steps-3000.md; 1500 converged too, but 3000 scored higher).
 # Every pretraining method is pretrained once, $PRETRAIN_STEPS steps (default 2000), in
 # $RUNS/pretrain/<method>, and shared by all three parts. Pretraining never reads the images of the
-# cells' test split (split seed 0, 20 % of the labelled cases): they are passed to it as a split file. Each (part, method) is one
-# benchmark process with one torch thread; as many run at once as the machine has cores, each taking the
-# next unclaimed one in the order above. Everything is resumable (a cut-off cell continues from its last
+# cells' test split: `pretrain` holds out split seed 0's 20 % of the labelled cases, as the cells do.
+# Each (part, method) is one benchmark process with one torch thread; as many run at once as the
+# machine has cores, each taking the next unclaimed one in the order above. Everything is resumable (a cut-off cell continues from its last
 # checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
 #
 #   bash benchmarks/hippocampus_study.sh                       # writes runs/hippocampus/, docs/results/hippocampus/converged/
@@ -48,12 +48,11 @@ study() {  # the benchmark arguments of a part
   echo --fractions ${P_FRACTIONS[$1]} --seeds ${P_SEEDS[$1]} --pretrain-steps $PRETRAIN_STEPS --finetune-steps ${P_STEPS[$1]} "${COMMON[@]}"
 }
 pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
-TEST_SPLIT=$R/test_split.json  # the cells' test split, drawn as `finetune` and `benchmark` draw it
 pretrain() {
   local P=$R/pretrain/$1 again
   grep -qs "\"step\": $PRETRAIN_STEPS" $P/model.json && return 0
   [ -f $P/resume.pt ] && again=--resume || again=--overwrite
-  $VP pretrain "$DATA" --out $P --method $1 --steps $PRETRAIN_STEPS --split $TEST_SPLIT --quiet $again
+  $VP pretrain "$DATA" --out $P --method $1 --steps $PRETRAIN_STEPS --quiet $again
 }
 cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1); }
 
@@ -68,12 +67,6 @@ for part in main ablation all-labels; do
   done
 done
 mkdir -p $R/logs
-$PY -c "import json, sys
-from vectorpose.data.datasets import load_dataset
-from vectorpose.data.splits import split_cases
-test, _, _ = split_cases([c.case_id for c in load_dataset(sys.argv[1]).labelled], split_seed=0, test_fraction=0.2)
-print(json.dumps({'test': list(test)}))" "$DATA" > $TEST_SPLIT.tmp
-mv $TEST_SPLIT.tmp $TEST_SPLIT
 rm -rf $R/claims
 run_lanes() {  # run_lanes FUNCTION JOB...: each job once, $LANES at a time, a job claimed by an atomic mkdir
   local fn=$1 lanes=(); shift
