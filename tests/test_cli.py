@@ -44,7 +44,7 @@ def test_pretrain_on_synthetic_data(synthetic_dataset, cache_dir, tmp_path, caps
     assert f"pretrained model written to {out / 'model.safetensors'}" in stdout
     assert_reload_gives_same_outputs(out)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    assert config["modality"] == "MRI" and len(config["cases"]) == 6
+    assert config["modality"] == "MRI" and len(config["cases"]) == 6 - 2  # ceil(0.2 * 6) test cases held out
     # a second run into the same folder is refused and leaves it untouched
     before = (out / "model.safetensors").read_bytes()
     code, _, err = run(["pretrain", synthetic_dataset, "--out", out, "--cache", cache_dir, *FAST], capsys)
@@ -79,7 +79,7 @@ def test_pretrain_on_real_hippocampus(hippocampus, cache_dir, tmp_path, capsys):
     assert code == 0, err
     assert_reload_gives_same_outputs(out)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    assert config["modality"] == "MRI" and len(config["cases"]) == 208
+    assert config["modality"] == "MRI" and len(config["cases"]) == 208 - 42  # ceil(0.2 * 208) test cases held out
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["total"]) for r in rows)
 
