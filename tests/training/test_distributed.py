@@ -22,6 +22,7 @@ from cli_helpers import assert_one_line_error, run
 
 from vectorpose.data.datasets import Case, Dataset, load_dataset
 from vectorpose.data.preprocessing import PreprocessingConfig, preprocess_dataset
+from vectorpose.data.splits import make_split
 from vectorpose.errors import VectorPoseError
 from vectorpose.pretext.sample import PretextConfig, make_pretext_sample
 from vectorpose.models.files import load_model
@@ -61,7 +62,9 @@ def first_batches(data: Path, out: Path, cache: Path, start: int) -> list[torch.
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     config = PretrainConfig.from_json(saved["pretrain"])
     dataset = load_dataset(data)
-    images_only = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases), dataset.modality)
+    # pretraining reads every case outside the test split that fine-tuning draws with the same settings
+    test = set(make_split([c.case_id for c in dataset.labelled], config.split_seed, test_fraction=config.test_fraction).test)
+    images_only = Dataset(dataset.root, tuple(Case(c.case_id, c.image) for c in dataset.cases if c.case_id not in test), dataset.modality)
     volumes, _ = preprocess_dataset(images_only, PreprocessingConfig(modality=dataset.modality), cache)
     assert [v.case_id for v in volumes] == saved["cases"]
     return [next(iter(step_loader(rank_dataset(volumes, config, rank), BATCH, start, start + 1, config.seed, 0, torch.device("cpu"))))["input"]
