@@ -335,7 +335,8 @@ def test_pretraining_ignores_broken_label_maps(tmp_path, capsys):
     """Pretraining reads images only, so a bad label map is no reason to stop it."""
     data = labelled_dataset(tmp_path / "data")
     label_shape(data / "labelsTr" / "case_004.nii.gz")
-    code, _, err = run(command_line("pretrain", data, tmp_path / "run", tmp_path / "cache", None, []), capsys)
+    # --test-fraction 0: every case is read, the broken one included
+    code, _, err = run(command_line("pretrain", data, tmp_path / "run", tmp_path / "cache", None, ["--test-fraction", "0"]), capsys)
     assert code == 0, err
     assert len(json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["cases"]) == 7
 

@@ -54,7 +54,8 @@ def test_each_vector_term_beats_the_best_constant(tmp_path):
     held_out = make_synthetic_dataset(tmp_path / "held_out", num_cases=4, seed=1)
     # clean crops in the canonical orientation: what is learned here is position and scale
     pretext = PretextConfig(patch_size=16, flip_prob=0.0, rotate=False, corruption=CorruptionConfig(0.0, 0.0, 0.0))
-    config = PretrainConfig(method="vp", steps=300, batch_size=4, lr=3e-3, log_every=50, pretext=pretext,
+    # every training case is read (test_fraction 0): the held-out cases are another dataset
+    config = PretrainConfig(method="vp", steps=300, batch_size=4, lr=3e-3, log_every=50, pretext=pretext, test_fraction=0.0,
                             backbone=BackboneConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1))
     network = pretrain(train, tmp_path / "run", config, cache_dir=tmp_path / "cache", progress=False).network.eval()
 
