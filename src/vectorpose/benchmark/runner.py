@@ -41,7 +41,7 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import parse_spacing, same_spacing
-from ..data.splits import SPLIT_HELP, cases_in_split, make_split, read_test_split, training_part
+from ..data.splits import SPLIT_HELP, cases_in_split, make_split, read_test_split, seeded_training_part, training_part
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
@@ -323,7 +323,9 @@ def resolve_preprocessing(data: Path, out: Path, config: BenchmarkConfig, cache_
         raise DataError(data, "modality unknown: dataset.json names none")
     if parse_spacing(spacing) != "auto" and (parse_ct_window(window) != "auto" or dataset.modality != "CT"):
         return config.with_preprocessing(spacing, window)
-    images = (training_part(dataset, config.split) if config.split else dataset).images_only()
+    training = (training_part(dataset, config.split) if config.split
+                else seeded_training_part(dataset, config.split_seed, config.finetuning.test_fraction))
+    images = training.images_only()
     # bad scans are left out here; the data check that follows lists every one of them
     bounds = resolve_ct_window(window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir, skip_bad=True)
     preprocessing = PreprocessingConfig(modality=dataset.modality)
