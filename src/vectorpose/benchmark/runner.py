@@ -41,7 +41,7 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import parse_spacing, same_spacing
-from ..data.splits import SPLIT_HELP, cases_in_split, make_split, read_test_split, seeded_training_part, training_part
+from ..data.splits import SPLIT_HELP, cases_in_split, make_split, read_test_split, training_part
 from ..data.validation import check_crop_fits, check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import DataError, DatasetError, TrainingStopped, VectorPoseError
@@ -323,9 +323,7 @@ def resolve_preprocessing(data: Path, out: Path, config: BenchmarkConfig, cache_
         raise DataError(data, "modality unknown: dataset.json names none")
     if parse_spacing(spacing) != "auto" and (parse_ct_window(window) != "auto" or dataset.modality != "CT"):
         return config.with_preprocessing(spacing, window)
-    training = (training_part(dataset, config.split) if config.split
-                else seeded_training_part(dataset, config.split_seed, config.finetuning.test_fraction))
-    images = training.images_only()
+    images = training_part(dataset, config.split, config.split_seed, config.finetuning.test_fraction).images_only()
     # bad scans are left out here; the data check that follows lists every one of them
     bounds = resolve_ct_window(window, dataset.modality, list(images.cases), use_labels=False, cache_dir=cache_dir, skip_bad=True)
     preprocessing = PreprocessingConfig(modality=dataset.modality)
@@ -474,7 +472,7 @@ def _pretraining_info(path: Path, out: Path) -> dict:
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         rows = _metrics_rows(metrics)
-        sittings = sittings_s(metrics)
+        sittings = _sittings(rows)
         elapsed = sum(sittings) if sittings else None
         last = rows[-1] if rows else {}
     else:
@@ -523,11 +521,15 @@ def _metrics_rows(metrics: Path) -> list[dict]:
     return [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _sittings(rows: list[dict]) -> list[float]:
+    clock = [float(row["elapsed_s"]) for row in rows if "elapsed_s" in row]
+    return [a for a, b in zip(clock, clock[1:] + [float("-inf")]) if b < a]
+
+
 def sittings_s(metrics: Path) -> list[float]:
     """Training time of each sitting of a run, from its ``metrics.jsonl``: each sitting's ``elapsed_s``
     counts from its own start, so a sitting ends where the clock goes back (and at the last row)."""
-    clock = [float(row["elapsed_s"]) for row in _metrics_rows(metrics) if "elapsed_s" in row]
-    return [a for a, b in zip(clock, clock[1:] + [float("-inf")]) if b < a]
+    return _sittings(_metrics_rows(metrics))
 
 
 def earlier_sittings_s(metrics: Path) -> float:

@@ -141,24 +141,22 @@ def cases_in_split(cases, test: tuple[str, ...] | None, train: tuple[str, ...] |
     return tuple(c for c in cases if c.case_id in used)
 
 
-def training_part(dataset: Dataset, spec: str) -> Dataset:
-    """``dataset`` without the test cases of split ``spec`` (and, if it lists them, only its training cases)."""
-    test, train = read_test_split(dataset.root, spec)
-    held_out = set(test)
-    kept = tuple(c for c in cases_in_split(dataset.cases, test, train) if c.case_id not in held_out)
+def training_part(dataset: Dataset, split: str | None, split_seed: int, test_fraction: float) -> Dataset:
+    """``dataset`` without its test cases: those of split ``split`` when given (and, if it lists them,
+    only its training cases), else the test split that a run without a fixed split draws from the
+    labelled cases with ``split_seed`` and ``test_fraction`` (the same cases as :func:`split_cases`;
+    unlabelled cases stay)."""
+    if split is not None:
+        test, train = read_test_split(dataset.root, split)
+        cases, held_out, why = cases_in_split(dataset.cases, test, train), set(test), f"split {split!r}"
+    else:
+        labelled = [c.case_id for c in dataset.labelled]
+        cases = dataset.cases
+        held_out = set(_ordered(labelled, split_seed)[: _test_count(len(labelled), test_fraction)])
+        why = f"a test fraction of {test_fraction:g}"
+    kept = tuple(c for c in cases if c.case_id not in held_out)
     if not kept:
-        raise DataError(dataset.root, f"split {spec!r} leaves no case outside its test split")
-    return replace(dataset, cases=kept)
-
-
-def seeded_training_part(dataset: Dataset, split_seed: int, test_fraction: float) -> Dataset:
-    """``dataset`` without the test split that a run without a fixed split draws from its labelled cases
-    with ``split_seed`` and ``test_fraction`` (the same cases as :func:`split_cases`); unlabelled cases stay."""
-    labelled = [c.case_id for c in dataset.labelled]
-    held_out = set(_ordered(labelled, split_seed)[: _test_count(len(labelled), test_fraction)])
-    kept = tuple(c for c in dataset.cases if c.case_id not in held_out)
-    if not kept:
-        raise DataError(dataset.root, f"a test fraction of {test_fraction:g} leaves no case outside the test split")
+        raise DataError(dataset.root, f"{why} leaves no case outside its test split")
     return replace(dataset, cases=kept)
 
 

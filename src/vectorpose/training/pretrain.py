@@ -21,7 +21,7 @@ from ..data.datasets import Dataset, load_dataset
 from ..data.planning import budget_for
 from ..data.preprocessing import PreprocessingConfig, preprocess_at_spacing
 from ..data.resampling import SPACING_HELP, parse_spacing
-from ..data.splits import SPLIT_HELP, seeded_training_part, training_part
+from ..data.splits import SPLIT_HELP, training_part
 from ..data.validation import check_crop_fits
 from ..errors import DataError, VectorPoseError
 from ..methods import PretextMethod, get_method
@@ -241,10 +241,7 @@ def _pretrain(ctx: DistributedContext, data: str | Path, out: Path, config: Pret
     dataset = load_dataset(data, modality)
     if dataset.modality is None:
         raise DataError(Path(data), "modality unknown: dataset.json names none; pass --modality CT or MRI")
-    if config.split is not None:
-        dataset = training_part(dataset, config.split)
-    else:
-        dataset = seeded_training_part(dataset, config.split_seed, config.test_fraction)
+    dataset = training_part(dataset, config.split, config.split_seed, config.test_fraction)
     # Every rank checks the folder (reading only; on several machines it must be on a shared file
     # system to resume). Waiting for all keeps rank 0 from clearing it (--overwrite) while others read.
     in_turn(ctx, True, lambda: check_pretraining_folder(out, config, resume, overwrite, ctx.world_size))
