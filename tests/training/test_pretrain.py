@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from vectorpose.data.datasets import load_dataset
+from vectorpose.data.splits import make_split
 from vectorpose.errors import VectorPoseError
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.pretext.masking import MaskingConfig
@@ -146,9 +148,6 @@ def test_a_mask_block_that_fits_no_patch_is_fine_for_methods_that_do_not_mask():
 
 
 def test_pretraining_never_reads_the_cases_fine_tuning_tests_on(synthetic_dataset, cache_dir, tmp_path):
-    from vectorpose.data.datasets import load_dataset
-    from vectorpose.data.splits import make_split
-
     labelled = [c.case_id for c in load_dataset(synthetic_dataset).labelled]
     for split_seed in (0, 1):
         out = tmp_path / f"held-out-{split_seed}"
