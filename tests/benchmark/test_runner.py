@@ -353,6 +353,22 @@ def test_cell_scored_under_older_metric_conventions_is_rescored_without_training
     assert sum(c["test"]["metrics_version"] == runner.METRICS_VERSION for c in run.cells) == len(run.cells)
 
 
+def test_cell_from_before_the_class_verdicts_gets_them_from_its_metrics_without_training(finished, monkeypatch):
+    data, external, out, _ = finished
+    old = cell_dir(out, "vectorpose", 1.0, 0)
+    cell = json.loads((old / "cell.json").read_text(encoding="utf-8"))
+    for key in ("converged", "late_gain", "collapsed", "rising"):
+        del cell[key]
+    (old / "cell.json").write_text(json.dumps(cell), encoding="utf-8")
+    finetunes = Counter(monkeypatch, "finetune")
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert finetunes.calls == 0
+    # the verdict the fine-tuning run itself wrote at its end, from the same metrics.jsonl
+    written = json.loads((old / "convergence.json").read_text(encoding="utf-8"))
+    row = next(c for c in run.cells if (c["method"], c["fraction"], c["seed"]) == ("vectorpose", 1.0, 0))
+    assert {k: row[k] for k in ("converged", "late_gain", "collapsed", "rising")} == {k: written[k] for k in ("converged", "late_gain", "collapsed", "rising")}
+
+
 def test_changed_external_set_rescores_without_training(finished, monkeypatch):
     """Runs last in this file: it drops the external scores of the shared benchmark folder."""
     data, _, out, _ = finished

@@ -68,6 +68,23 @@ def test_collapse_by_hand(curve, collapsed):
     assert v.collapsed == (("spleen",) if collapsed else ())
 
 
+@pytest.mark.parametrize("curve, rising", [
+    # the portal vein of BTCV scratch, 2 labelled, seed 1 (runs/btcv-2000): 0 until step 1100, 0.17 at 1500, 0.23 at 2000
+    ([(s, 0.0) for s in range(100, 1200, 100)] + [(1200, 0.01), (1300, 0.09), (1400, 0.2), (1500, 0.17), (1600, 0.21),
+                                                  (1700, 0.22), (1800, 0.22), (1900, 0.23), (2000, 0.23)], True),
+    ([(s, 0.0) for s in range(100, 2100, 100)], False),                                 # never learned: collapsed, not rising
+    ([(500, 0.6), (1000, 0.7), (1500, 0.71), (1600, 0.73), (2000, 0.72)], True),       # late gain 0.02
+    ([(500, 0.6), (1000, 0.7), (1500, 0.71), (1600, 0.70), (2000, 0.715)], False),     # late gain 0.005: settled
+    ([(500, 0.6), (1000, 0.7), (1500, 0.71), (2000, 0.5)], False),                     # falling
+    ([(500, 0.0), (1500, 0.0)], False),                                                 # no late round: unknown
+])
+def test_a_class_still_rising_by_hand(curve, rising):
+    mean = [(s, 0.5) for s, _ in curve]  # a flat mean: the run converged, whatever one class does
+    v = convergence(mean, 2000, classes={"portal vein": curve, "liver": [(s, 0.9) for s, _ in curve]})
+    assert v.rising == (("portal vein",) if rising else ())
+    assert v.converged in (True, None)
+
+
 def test_class_curves_from_metrics(tmp_path):
     rows = [{"step": 2, "val/dice": 0.4, "val/dice/liver": 0.8, "val/dice/spleen": 0.0}, {"step": 3, "loss": 1.0},
             {"step": 4, "val/dice": 0.5, "val/dice/liver": 0.9, "val/dice/spleen": 0.1}]
@@ -97,6 +114,8 @@ def test_a_finetuning_run_records_its_verdict(synthetic_dataset, cache_dir, tmp_
     for row in rows.values():
         assert math.isclose((row["val/dice/left organ"] + row["val/dice/right organ"]) / 2, row["val/dice"], abs_tol=1e-9)
     assert saved["collapsed"] == [n for n in ("left organ", "right organ") if rows[8][f"val/dice/{n}"] < 0.01]
+    assert saved["rising"] == [n for n in ("left organ", "right organ")
+                               if rows[8][f"val/dice/{n}"] - max(rows[s][f"val/dice/{n}"] for s in (2, 4, 6)) > 0.01]
 
 
 def test_a_run_made_to_collapse_is_named_in_the_verdict_and_the_warning(tmp_path, capsys):
@@ -125,3 +144,5 @@ def test_a_run_made_to_collapse_is_named_in_the_verdict_and_the_warning(tmp_path
     saved = json.loads((tmp_path / "run" / "convergence.json").read_text(encoding="utf-8"))
     assert "right organ" in saved["collapsed"]
     assert "warning: collapse: validation Dice of" in err and "right organ" in err
+    # a class still rising in the last quarter is warned of exactly when the verdict names one
+    assert ("in the last quarter of the run: more --steps may change what is learned there" in err) is bool(saved["rising"])

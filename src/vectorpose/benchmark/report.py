@@ -137,24 +137,46 @@ def _converged(row: dict) -> str:
 
 
 def convergence_warnings(rows: list[dict]) -> list[str]:
-    """One line per (method, fraction) with cells whose validation Dice still rose in the last quarter."""
+    """One line per (method, fraction) with cells whose validation Dice still rose in the last quarter, and
+    one per (method, fraction) naming the classes whose own validation Dice still rose there."""
     out = []
     for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
         cells = [r for r in rows if r["method"] == m and r["fraction"] == f]
-        rising = [r for r in cells if r.get("converged") is False]
-        if rising:
-            out.append(f"{m} with {cells[0]['labelled']} labelled ({f:.0%}): {len(rising)} of {len(cells)} cells had not converged (validation Dice rose by more than "
+        setting = f"{m} with {cells[0]['labelled']} labelled ({f:.0%})"
+        unconverged = [r for r in cells if r.get("converged") is False]
+        if unconverged:
+            out.append(f"{setting}: {len(unconverged)} of {len(cells)} cells had not converged (validation Dice rose by more than "
                        f"{TOLERANCE} in the last quarter of fine-tuning); the comparison measures speed there, not label efficiency")
+        classes = _rising_seeds(cells)
+        if classes:
+            listed = "; ".join(f"{name} ({_seeds(seeds)})" for name, seeds in classes.items())
+            out.append(f"{setting}: validation Dice of a class still rose by more than {TOLERANCE} in the last quarter: {listed}; "
+                       "a longer run may change which classes these seeds learn")
     return out
+
+
+def _rising_seeds(cells: list[dict]) -> dict[str, list[int]]:
+    """``{class: [seeds whose cell's validation Dice of it still rose in the last quarter]}``, classes in first-seen order."""
+    seeds: dict[str, list[int]] = {}
+    for r in cells:
+        for name in r.get("rising", []):
+            seeds.setdefault(name, []).append(r["seed"])
+    return {name: sorted(s) for name, s in seeds.items()}
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
     """One line per (method, fraction, class) with a cell whose ``score`` Dice of that class is below
-    ``COLLAPSE_DICE`` (the class was not learned), saying which seeds of the same setting did learn it."""
+    ``COLLAPSE_DICE`` (the class was not learned), saying which seeds of the same setting did learn it
+    and in which seeds that class was still rising at the end of fine-tuning."""
     out = []
     for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
         cells = [r for r in rows if r["method"] == m and r["fraction"] == f and r.get(score)]
         names = list(cells[0][score]["per_class"]) if cells else []
+        rising = _rising_seeds(cells)
         for name in names:
             # a class no test case scores (absent from every label map and prediction) says nothing
             dice = {r["seed"]: r[score]["per_class"][name]["dice"] for r in cells if r[score]["per_class"][name]["dice"] is not None}
@@ -162,8 +184,9 @@ def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
             if not lost:
                 continue
             learned = ", ".join(f"{s} ({d:.2f})" for s, d in sorted(dice.items()) if d >= COLLAPSE_DICE)
-            out.append(f"{m} with {cells[0]['labelled']} labelled ({f:.0%}): {name} not learned (Dice below {COLLAPSE_DICE}) with seed{'s' if len(lost) > 1 else ''} "
-                       f"{', '.join(map(str, lost))}" + (f"; learned with seed {learned}" if learned else "; no seed learned it"))
+            out.append(f"{m} with {cells[0]['labelled']} labelled ({f:.0%}): {name} not learned (Dice below {COLLAPSE_DICE}) with {_seeds(lost)}"
+                       + (f"; learned with seed {learned}" if learned else "; no seed learned it")
+                       + (f"; still rising at the end with {_seeds(rising[name])}" if name in rising else ""))
     return out
 
 

@@ -207,9 +207,12 @@ def finished_cell(path: Path, config: BenchmarkConfig, amount: float | int, seed
     expected = _without_placement(config.finetune_config(amount, seed).to_json())
     if _without_placement(cell.get("finetune", {})) != expected or cell.get("init") != _init_name(init):
         return None
-    if "converged" not in cell and (path / METRICS_FILE).is_file():  # a cell from before the verdict was recorded
-        verdict = convergence(validation_curves(path / METRICS_FILE)[0], cell["finetune"]["steps"])
-        cell.update(converged=verdict.converged, late_gain=verdict.late_gain)
+    if not {"converged", "collapsed", "rising"} <= cell.keys() and (path / METRICS_FILE).is_file():  # a cell from before a verdict's part was recorded
+        curve, classes = validation_curves(path / METRICS_FILE)
+        verdict = convergence(curve, cell["finetune"]["steps"], classes=classes)
+        for key, value in (("converged", verdict.converged), ("late_gain", verdict.late_gain),
+                           ("collapsed", list(verdict.collapsed)), ("rising", list(verdict.rising))):
+            cell.setdefault(key, value)
     return cell
 
 
@@ -502,7 +505,7 @@ def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, amoun
         "labelled": len(result.split.labelled),
         "val_dice": result.best_dice if math.isfinite(result.best_dice) else None, "best_step": result.best_step,
         "converged": result.convergence.converged, "late_gain": result.convergence.late_gain,
-        "collapsed": list(result.convergence.collapsed),
+        "collapsed": list(result.convergence.collapsed), "rising": list(result.convergence.rising),
         "finetune_s": time.perf_counter() - t0 + earlier_sittings_s(path / METRICS_FILE), "init": _init_name(init),
         "finetune": fconfig.to_json(), "plan": _read_json(path / PLAN_FILE),
     }

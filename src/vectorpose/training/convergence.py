@@ -13,7 +13,10 @@ is the best validation round anyway).
 
 The same late window judges each class: a class *collapsed* when its validation Dice stayed below
 ``COLLAPSE_DICE`` in every late round (never learned, or lost: the network predicts background where
-it is). Few-label fine-tuning on body scans fails that way, and a mean Dice hides it.
+it is). Few-label fine-tuning on body scans fails that way, and a mean Dice hides it. A class is still
+*rising* when its own late gain exceeds ``tolerance``: small organs start late (on BTCV the portal
+vein took off after 60-80 % of a 2000-step run), so a run whose mean has settled can still be cut off
+while one class is being learned, and whether a seed ends with that class is then a matter of timing.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ MEAN_KEY, CLASS_PREFIX = "val/dice", "val/dice/"  # the metrics.jsonl columns of
 @dataclass(frozen=True)
 class Convergence:
     """The verdict on one validation curve; ``converged`` and ``late_gain`` are ``None`` when unknown;
-    ``collapsed`` names the classes whose Dice stayed below ``COLLAPSE_DICE`` in every late round."""
+    ``collapsed`` names the classes whose Dice stayed below ``COLLAPSE_DICE`` in every late round, ``rising``
+    those whose own late gain exceeds ``tolerance``."""
 
     converged: bool | None
     late_gain: float | None
@@ -41,10 +45,11 @@ class Convergence:
     late_from_step: float
     tolerance: float
     collapsed: tuple[str, ...] = ()
+    rising: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["collapsed"] = list(self.collapsed)
+        d["collapsed"], d["rising"] = list(self.collapsed), list(self.rising)
         return d
 
 
@@ -55,7 +60,7 @@ def _finite(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
 def convergence(curve: list[tuple[int, float]], steps: int, tolerance: float = TOLERANCE, last_share: float = LAST_SHARE,
                 classes: dict[str, list[tuple[int, float]]] | None = None) -> Convergence:
     """Judge the validation curve of a run of ``steps`` steps (rounds with a non-finite Dice are ignored),
-    and the per-class curves ``classes`` (``{name: curve}``) for collapse."""
+    and the per-class curves ``classes`` (``{name: curve}``) for collapse and for a late rise."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if not 0.0 < last_share < 1.0:
@@ -64,14 +69,18 @@ def convergence(curve: list[tuple[int, float]], steps: int, tolerance: float = T
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     points = _finite(curve)
     late_from = (1.0 - last_share) * steps
+    best_step, best_dice = max(points, key=lambda p: (p[1], -p[0])) if points else (None, None)
+    per_class = {name: _finite(c) for name, c in (classes or {}).items()}
+    collapsed = tuple(name for name, c in per_class.items() if _collapsed(c, late_from))
+    rising = tuple(name for name, c in per_class.items() if (g := _late_gain(c, late_from)) is not None and g > tolerance)
+    gain = _late_gain(points, late_from)
+    return Convergence(None if gain is None else gain <= tolerance, gain, best_dice, best_step, late_from, tolerance, collapsed, rising)
+
+
+def _late_gain(points: list[tuple[int, float]], late_from: float) -> float | None:
     early = [d for s, d in points if s <= late_from]
     late = [d for s, d in points if s > late_from]
-    best_step, best_dice = max(points, key=lambda p: (p[1], -p[0])) if points else (None, None)
-    collapsed = tuple(name for name, c in (classes or {}).items() if _collapsed(_finite(c), late_from))
-    if not early or not late:
-        return Convergence(None, None, best_dice, best_step, late_from, tolerance, collapsed)
-    gain = max(late) - max(early)
-    return Convergence(gain <= tolerance, gain, best_dice, best_step, late_from, tolerance, collapsed)
+    return max(late) - max(early) if early and late else None
 
 
 def _collapsed(points: list[tuple[int, float]], late_from: float) -> bool:

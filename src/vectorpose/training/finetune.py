@@ -17,8 +17,8 @@ module adds :class:`SegmentationTask` (the loss, validation and model files) and
 
 Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (best validation Dice),
 ``last.*``, ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json``
-(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter, and
-which classes collapsed: validation Dice near 0 through the whole last quarter).
+(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter,
+which classes collapsed: validation Dice near 0 through the whole last quarter, and which still rose).
 """
 
 from __future__ import annotations
