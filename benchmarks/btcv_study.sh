@@ -23,7 +23,7 @@ PY=${PY:-.venv/bin/python}
 R=${RUNS:-runs/btcv}
 D=${DOCS:-docs/results/btcv}
 [ -f "$B/dataset.json" ] || { echo "no BTCV at $B (set BTCV=...): build it with ../shared/tools/make_btcv.py" >&2; exit 1; }
-LANES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # cores, not the OpenMP limit nproc honours
+source "$(dirname "$0")/lanes.sh"
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 METHODS=${METHODS:-scratch,vectorpose}
@@ -51,13 +51,7 @@ method_study() {  # pretrain (if the method does and its run is not finished), t
   $VP benchmark "$B" --out $R/$m --methods $m "${pre[@]}" "${STUDY[@]}"
 }
 
-mkdir -p $R
-lanes=()
-for ((lane = 0; lane < LANES && lane < ${#ALL[@]}; lane++)); do
-  { for ((i = lane; i < ${#ALL[@]}; i += LANES)); do method_study ${ALL[i]} > $R/${ALL[i]}.log 2>&1; done; } &
-  lanes+=($!)
-done
-for pid in "${lanes[@]}"; do wait $pid; done
+run_lanes $R/claims $R method_study "${ALL[@]}"
 
 # the recipe before issue 16, with the benchmark's spacing and CT window, one process per seed
 read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/${ALL[0]}/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")

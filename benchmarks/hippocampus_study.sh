@@ -32,7 +32,7 @@ PRETRAIN_STEPS=${PRETRAIN_STEPS:-2000}
 PARTS=${PARTS:-main,ablation,all-labels}
 METHODS=${METHODS:-scratch,genesis,mae,vectorpose,vp,bfr}
 [ -f "$DATA/dataset.json" ] || { echo "no Task04_Hippocampus at $DATA (set HIPPOCAMPUS=...)" >&2; exit 1; }
-LANES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # cores, not the OpenMP limit nproc honours
+source "$(dirname "$0")/lanes.sh"
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 COMMON=(--val-every 100 --quiet)
@@ -66,23 +66,9 @@ for part in main ablation all-labels; do
     [ $m = scratch ] || [[ " ${PRE[*]} " == *" $m "* ]] || PRE+=($m)
   done
 done
-mkdir -p $R/logs
-rm -rf $R/claims
-run_lanes() {  # run_lanes FUNCTION JOB...: each job once, $LANES at a time, a job claimed by an atomic mkdir
-  local fn=$1 lanes=(); shift
-  for ((lane = 0; lane < LANES; lane++)); do
-    { for job in "$@"; do
-        mkdir -p $R/claims; mkdir $R/claims/${job//\//_} 2>/dev/null || continue
-        $fn ${job//:/ } > $R/logs/${job//:/-}.log 2>&1 || echo "failed: $job (log: $R/logs/${job//:/-}.log)" >&2
-      done; } &
-    lanes+=($!)
-  done
-  for pid in "${lanes[@]}"; do wait $pid; done
-}
 pretrain_job() { pretrain $2; }
-run_lanes pretrain_job "${PRE[@]/#/pretrain:}"
-run_lanes cells "${JOBS[@]}"
-rm -rf $R/claims
+run_lanes $R/claims $R/logs pretrain_job "${PRE[@]/#/pretrain:}"
+run_lanes $R/claims $R/logs cells "${JOBS[@]}"
 
 # the reports: finished cells are copied into one folder per report and reused as they are
 report() {  # report PART_FOLDER DOCS_FOLDER PART_OF_SETTINGS NOTES METHOD=SOURCE_PART...
@@ -98,8 +84,11 @@ report() {  # report PART_FOLDER DOCS_FOLDER PART_OF_SETTINGS NOTES METHOD=SOURC
   $VP benchmark "$DATA" --out $out --methods $(IFS=,; echo "${methods[*]}") "${pre[@]}" $(study $settings) "${NOTES[@]}"
   mkdir -p $docs; cp $out/report.md $out/results.json $out/*.png $docs/
 }
-wanted main "$PARTS" && report report-main $D main $D/notes.md scratch=main genesis=main mae=main vectorpose=main
-wanted ablation "$PARTS" && report report-ablation $D/ablation-5pct ablation $D/ablation-5pct/notes.md \
-  scratch=main vp=ablation bfr=ablation vectorpose=main
-wanted all-labels "$PARTS" && report report-all-labels $D/all-labels all-labels $D/all-labels/notes.md \
-  scratch=all-labels genesis=all-labels mae=all-labels vectorpose=all-labels
+if wanted main "$PARTS"; then report report-main $D main $D/notes.md scratch=main genesis=main mae=main vectorpose=main; fi
+if wanted ablation "$PARTS"; then
+  report report-ablation $D/ablation-5pct ablation $D/ablation-5pct/notes.md scratch=main vp=ablation bfr=ablation vectorpose=main
+fi
+if wanted all-labels "$PARTS"; then
+  report report-all-labels $D/all-labels all-labels $D/all-labels/notes.md \
+    scratch=all-labels genesis=all-labels mae=all-labels vectorpose=all-labels
+fi
