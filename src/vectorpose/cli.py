@@ -265,7 +265,7 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
                    f"quarter of the run (the network predicts background there); see {out / 'metrics.jsonl'}", err=True)
     if verdict is not None and verdict.rising:
         click.echo(f"warning: validation Dice of {', '.join(verdict.rising)} still rose by more than {verdict.tolerance} in the last "
-                   "quarter of the run: more --steps may change what is learned there", err=True)
+                   "quarter of the run: more --steps may still raise them", err=True)
 
 
 @cli.command()

@@ -98,7 +98,7 @@ def test_classes_still_rising_are_named_in_both_warnings():
     setting = [r for r in rows if r["method"] == "scratch" and r["fraction"] == 0.1]
     setting[0]["rising"], setting[2]["rising"] = ["b"], ["a", "b"]
     assert convergence_warnings(rows) == [f"scratch with {setting[0]['labelled']} labelled (10%): validation Dice of a class still rose by more "
-                                          "than 0.01 in the last quarter: b (seeds 0, 2); a (seed 2); a longer run may change which classes these seeds learn"]
+                                          "than 0.01 in the last quarter: b (seeds 0, 2); a (seed 2); more steps may still raise these classes"]
     setting[1]["test"]["per_class"]["b"]["dice"] = 0.0
     assert collapse_warnings(rows) == [f"scratch with {setting[0]['labelled']} labelled (10%): b not learned (Dice below 0.01) with seed 1; "
                                        "learned with seed 0 (0.61), 2 (0.66); still rising at the end with seeds 0, 2"]

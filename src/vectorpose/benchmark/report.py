@@ -151,7 +151,7 @@ def convergence_warnings(rows: list[dict]) -> list[str]:
         if classes:
             listed = "; ".join(f"{name} ({_seeds(seeds)})" for name, seeds in classes.items())
             out.append(f"{setting}: validation Dice of a class still rose by more than {TOLERANCE} in the last quarter: {listed}; "
-                       "a longer run may change which classes these seeds learn")
+                       "more steps may still raise these classes")
     return out
 
 
