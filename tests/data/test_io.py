@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vectorpose.data.io import ImageGeometry, is_nifti, load_nifti
+from vectorpose.data.io import ImageGeometry, load_nifti, scan_suffix
 from vectorpose.errors import DataError, VectorPoseError
 
 RAS_SHAPE = (5, 6, 7)  # all different, so any axis permutation is visible
@@ -255,15 +255,17 @@ def test_image_geometry_from_json_hand_made():
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("a.nii", True),
-        ("a.nii.gz", True),
-        ("A.NII.GZ", True),
-        ("a.nii.gz.bak", False),
-        ("a.txt", False),
-        ("a.gz", False),
-        (".hidden.nii.gz", False),
-        ("dataset.json", False),
+        ("a.nii", ".nii"),
+        ("a.nii.gz", ".nii.gz"),
+        ("A.NII.GZ", ".nii.gz"),
+        ("a.nrrd", ".nrrd"),
+        ("a.MHD", ".mhd"),
+        ("a.nii.gz.bak", None),
+        ("a.txt", None),
+        ("a.gz", None),
+        (".hidden.nii.gz", None),
+        ("dataset.json", None),
     ],
 )
-def test_is_nifti(name, expected):
-    assert is_nifti(Path("/x") / name) is expected
+def test_scan_suffix(name, expected):
+    assert scan_suffix(Path("/x") / name) == expected

@@ -18,9 +18,6 @@ from pathlib import Path
 from ..errors import DataError, DatasetError
 from .io import SCAN_SUFFIXES, holds_dicom, is_scan_file, scan_suffix
 
-MODALITIES = ("CT", "MRI")
-
-
 @dataclass(frozen=True)
 class Case:
     """One scan, with its label map when the dataset has one."""

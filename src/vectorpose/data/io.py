@@ -34,11 +34,6 @@ LABEL_MAP_SUFFIX = {".nii": ".nii", ".nii.gz": ".nii.gz", ".nrrd": ".nrrd", ".nh
 DICOM_SUFFIXES = (".dcm", ".ima")
 
 
-def is_nifti(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in NIFTI_SUFFIXES) and not name.startswith(".")
-
-
 def scan_suffix(path: Path) -> str | None:
     """The scan suffix of a file name (``.nii.gz``, ``.nrrd``, ...; lower case), or ``None``."""
     name = path.name.lower()
