@@ -140,9 +140,7 @@ def convergence_warnings(rows: list[dict]) -> list[str]:
     """One line per (method, fraction) with cells whose validation Dice still rose in the last quarter, and
     one per (method, fraction) naming the classes whose own validation Dice still rose there."""
     out = []
-    for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
-        cells = [r for r in rows if r["method"] == m and r["fraction"] == f]
-        setting = f"{m} with {cells[0]['labelled']} labelled ({f:.0%})"
+    for setting, cells in _settings(rows):
         unconverged = [r for r in cells if r.get("converged") is False]
         if unconverged:
             out.append(f"{setting}: {len(unconverged)} of {len(cells)} cells had not converged (validation Dice rose by more than "
@@ -152,6 +150,15 @@ def convergence_warnings(rows: list[dict]) -> list[str]:
             listed = "; ".join(f"{name} ({_seeds(seeds)})" for name, seeds in classes.items())
             out.append(f"{setting}: validation Dice of a class still rose by more than {TOLERANCE} in the last quarter: {listed}; "
                        "more steps may still raise these classes")
+    return out
+
+
+def _settings(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``[(name, cells)]`` per (method, fraction) in first-seen order, named "<method> with <n> labelled (<f>%)"."""
+    out = []
+    for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
+        cells = [r for r in rows if r["method"] == m and r["fraction"] == f]
+        out.append((f"{m} with {cells[0]['labelled']} labelled ({f:.0%})", cells))
     return out
 
 
@@ -173,8 +180,8 @@ def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
     ``COLLAPSE_DICE`` (the class was not learned), saying which seeds of the same setting did learn it
     and in which seeds that class was still rising at the end of fine-tuning."""
     out = []
-    for (m, f) in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
-        cells = [r for r in rows if r["method"] == m and r["fraction"] == f and r.get(score)]
+    for setting, cells in _settings(rows):
+        cells = [r for r in cells if r.get(score)]
         names = list(cells[0][score]["per_class"]) if cells else []
         rising = _rising_seeds(cells)
         for name in names:
@@ -184,7 +191,7 @@ def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
             if not lost:
                 continue
             learned = ", ".join(f"{s} ({d:.2f})" for s, d in sorted(dice.items()) if d >= COLLAPSE_DICE)
-            out.append(f"{m} with {cells[0]['labelled']} labelled ({f:.0%}): {name} not learned (Dice below {COLLAPSE_DICE}) with {_seeds(lost)}"
+            out.append(f"{setting}: {name} not learned (Dice below {COLLAPSE_DICE}) with {_seeds(lost)}"
                        + (f"; learned with seed {learned}" if learned else "; no seed learned it")
                        + (f"; still rising at the end with {_seeds(rising[name])}" if name in rising else ""))
     return out
