@@ -12,7 +12,7 @@ from .benchmark.runner import BenchmarkConfig, run_benchmark
 from .data.datasets import Dataset, load_dataset
 from .data.preprocessing import PreprocessingConfig, preprocess_dataset
 from .inference.evaluate import evaluate
-from .inference.predictor import load_segmenter, predict
+from .inference.predictor import load_predictor, load_segmenter, predict
 from .methods import get_method
 from .models.backbone import BackboneConfig, UNetBackbone
 from .models.dynunet_backbone import DynUNetBackboneConfig
@@ -41,6 +41,7 @@ __all__ = [
     "finetune",
     "get_method",
     "load_dataset",
+    "load_predictor",
     "load_pretext_network",
     "load_segmenter",
     "make_pretext_sample",

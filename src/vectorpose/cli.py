@@ -293,7 +293,7 @@ def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, m
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="metrics JSON to write.")
 @click.option("--all", "all_cases", is_flag=True, help="Every labelled case of DATA (an external test set), not the run's test split.")
@@ -302,33 +302,39 @@ def plan(data: Path | None, init: Path | None, settings: Settings, patch: str, m
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--mirror/--no-mirror", default=True, show_default=True, help="Average over mirrored copies on the axes training flipped.")
 @config_file_option
-def evaluate(model: Path, data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool, mirror: bool) -> None:
-    """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference)."""
+def evaluate(models: tuple[Path, ...], data: Path, out: Path | None, all_cases: bool, device: str, cache: Path | None, overwrite: bool,
+             mirror: bool) -> None:
+    """Score MODEL on DATA: Dice and HD95 per case and class (sliding-window inference).
+
+    Several MODELs (e.g. the seeds of one recipe) are scored as one ensemble: the mean of their softmax
+    probabilities.
+    """
     from .inference.evaluate import evaluate as run_evaluate, format_table
 
-    result = run_evaluate(model, data, out, all_cases=all_cases, device=device, cache_dir=cache, overwrite=overwrite, mirror=mirror)
+    result = run_evaluate(list(models), data, out, all_cases=all_cases, device=device, cache_dir=cache, overwrite=overwrite, mirror=mirror)
     click.echo(format_table(result))
     if out is not None:
         click.echo(f"metrics written to {out}")
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace existing label maps.")
 @click.option("--mirror/--no-mirror", default=True, show_default=True, help="Average over mirrored copies on the axes training flipped.")
 @config_file_option
-def predict(model: Path, input: Path, output: Path, device: str, overwrite: bool, mirror: bool) -> None:
+def predict(models: tuple[Path, ...], input: Path, output: Path, device: str, overwrite: bool, mirror: bool) -> None:
     """Segment INPUT (a NIfTI, NRRD or MetaImage file, a folder of them, or a DICOM series folder) into OUTPUT label maps.
 
     Each label map is written in its scan's format (.nhdr as .nrrd, .mhd as .mha; DICOM as .nii.gz), or
-    in the format an OUTPUT file name ends with (.nii.gz, .nii, .nrrd, .mha).
+    in the format an OUTPUT file name ends with (.nii.gz, .nii, .nrrd, .mha). Several MODELs predict as
+    one ensemble: the mean of their softmax probabilities.
     """
     from .inference.predictor import predict as run_predict
 
-    for path in run_predict(model, input, output, device=device, overwrite=overwrite, mirror=mirror):
+    for path in run_predict(list(models), input, output, device=device, overwrite=overwrite, mirror=mirror):
         click.echo(f"wrote {path}")
 
 

@@ -1,7 +1,9 @@
-"""Prediction writes label maps in the input's own geometry: NIfTI in any orientation, DICOM series."""
+"""Prediction writes label maps in the input's own geometry: NIfTI in any orientation, DICOM series;
+several models predict as an ensemble."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -9,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from cli_helpers import assert_one_line_error, run
 from conftest import SHARED_DATA
 from vectorpose.data.io import load_image
 from vectorpose.data.preprocessing import PreprocessingConfig, normalise_intensity
-from vectorpose.errors import DataError, VectorPoseError
-from vectorpose.inference.predictor import Segmenter, load_segmenter, predict
+from vectorpose.data.splits import Split
+from vectorpose.errors import CheckpointError, DataError, VectorPoseError
+from vectorpose.inference.evaluate import evaluate
+from vectorpose.inference.predictor import Ensemble, Segmenter, load_predictor, load_segmenter, predict
 from vectorpose.models.backbone import BackboneConfig
 from vectorpose.models.segmentation_network import SegmentationNetwork
 from vectorpose.models.files import save_model
@@ -22,15 +27,19 @@ DICOM = SHARED_DATA / "dicom_hippocampus_crops"
 SMALL = BackboneConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 
 
+def save_segmenter(folder: Path, seed: int = 0, num_classes: int = 3, modality: str = "MRI", spacing=None) -> Path:
+    torch.manual_seed(seed)
+    net = SegmentationNetwork(SMALL, num_classes)
+    meta = {"task": "segmentation", "method": "scratch", "backbone": SMALL.to_json(), "heads": {"segmentation": True},
+            "patch_size": [16, 16, 16], "preprocessing": PreprocessingConfig(modality, spacing=spacing).to_json(), "step": 0, "num_classes": num_classes,
+            "labels": {"0": "background", **{str(c): chr(ord("a") + c - 1) for c in range(1, num_classes)}}}
+    save_model(folder, net.state_dict(), meta)
+    return folder
+
+
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
-    torch.manual_seed(0)
-    net = SegmentationNetwork(SMALL, 3)
-    meta = {"task": "segmentation", "method": "scratch", "backbone": SMALL.to_json(), "heads": {"segmentation": True},
-            "patch_size": [16, 16, 16], "preprocessing": PreprocessingConfig("MRI").to_json(), "step": 0, "num_classes": 3,
-            "labels": {"0": "background", "1": "a", "2": "b"}}
-    save_model(tmp_path / "model", net.state_dict(), meta)
-    return tmp_path / "model"
+    return save_segmenter(tmp_path / "model")
 
 
 def threshold_network(self: Segmenter, image: np.ndarray, spacing=None) -> np.ndarray:
@@ -123,8 +132,6 @@ def test_load_image_reads_dicom_like_nifti(tmp_path):
 
 
 def test_prediction_mirrors_the_axes_training_flipped(model_dir, tmp_path):
-    import json
-
     from vectorpose.inference.sliding_window import predict_labels
 
     meta_path = model_dir / "model.json"
@@ -137,3 +144,73 @@ def test_prediction_mirrors_the_axes_training_flipped(model_dir, tmp_path):
     image = np.random.default_rng(0).normal(size=(20, 16, 24)).astype(np.float32)
     expected = predict_labels(segmenter.network, image, (16, 16, 16), mirror_axes=(0, 2))
     np.testing.assert_array_equal(segmenter.predict_array(image), expected)
+
+
+def test_ensemble_averages_the_softmax_of_its_models(tmp_path):
+    """On a volume one window covers, each model's prediction is its network's softmax; the ensemble's is their mean."""
+    folders = [save_segmenter(tmp_path / f"m{seed}", seed) for seed in (0, 1, 2)]
+    ensemble = load_predictor(folders)
+    assert isinstance(ensemble, Ensemble) and [m.path for m in ensemble.members] == folders
+    image = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        softmax = [torch.softmax(m.network(torch.from_numpy(image)[None, None]), dim=1)[0] for m in ensemble.members]
+    expected = torch.stack(softmax).mean(0)
+    np.testing.assert_allclose(ensemble.predict_probabilities(image).numpy(), expected.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(ensemble.predict_array(image), expected.argmax(0).numpy())
+    assert not np.array_equal(softmax[0].argmax(0).numpy(), softmax[1].argmax(0).numpy())  # the models disagree somewhere
+
+
+def test_ensemble_resamples_the_mean_once(tmp_path):
+    """Models trained at a target spacing: trilinear resampling is linear, so resampling the mean of the
+    probabilities once equals the mean of each model's own prediction on the scan's grid."""
+    ensemble = load_predictor([save_segmenter(tmp_path / f"m{seed}", seed, spacing=(2.0, 2.0, 2.0)) for seed in (0, 1)])
+    image = np.random.default_rng(1).normal(size=(30, 26, 20)).astype(np.float32)
+    spacing = (1.0, 1.2, 1.5)
+    each = [m.predict_probabilities(image, spacing) for m in ensemble.members]
+    assert each[0].shape == (3, 30, 26, 20)
+    np.testing.assert_allclose(ensemble.predict_probabilities(image, spacing).numpy(), torch.stack(each).mean(0).numpy(), atol=1e-5)
+
+
+def test_ensemble_of_copies_is_the_model(model_dir, synthetic_dataset, tmp_path):
+    src = next((synthetic_dataset / "imagesTr").glob("*.nii.gz"))
+    [single] = predict(model_dir, src, tmp_path / "one.nii.gz")
+    [twice] = predict([model_dir, model_dir], src, tmp_path / "two.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nib.load(str(twice)).dataobj), np.asarray(nib.load(str(single)).dataobj))
+
+
+def test_ensemble_members_must_agree(tmp_path):
+    base = save_segmenter(tmp_path / "base")
+    with pytest.raises(CheckpointError, match="must predict the same classes"):
+        load_predictor([base, save_segmenter(tmp_path / "four", num_classes=4)])
+    with pytest.raises(CheckpointError, match="must share their preprocessing"):
+        load_predictor([base, save_segmenter(tmp_path / "ct", modality="CT")])
+    with pytest.raises(VectorPoseError, match="no model"):
+        load_predictor([])
+
+
+def _record_split(folder: Path, test: list[str]) -> None:
+    (folder / "split.json").write_text(json.dumps(Split(tuple(test), (), (), ()).to_json()), encoding="utf-8")
+
+
+def test_evaluate_scores_the_ensemble_on_the_shared_split(tmp_path, synthetic_dataset, cache_dir, capsys):
+    a, b = save_segmenter(tmp_path / "a", 0), save_segmenter(tmp_path / "b", 1)
+    for folder in (a, b):
+        _record_split(folder, ["synth_001", "synth_004"])
+    code, out, _ = run(["evaluate", a, b, synthetic_dataset, "--cache", cache_dir, "--out", tmp_path / "m.json"], capsys)
+    assert code == 0 and "(2 cases, test split)" in out
+    result = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
+    assert [m["path"] for m in result["models"]] == [str(a.resolve()), str(b.resolve())]
+    # the ensemble's Dice, recomputed from its label maps by NumPy
+    ensemble = load_predictor([a, b])
+    for case in result["cases"]:
+        [written] = predict([a, b], synthetic_dataset / "imagesTr" / f"{case['case_id']}.nii.gz", tmp_path / f"{case['case_id']}.nii.gz")
+        predicted = np.asarray(nib.load(str(written)).dataobj)
+        truth = np.asarray(nib.load(str(synthetic_dataset / "labelsTr" / f"{case['case_id']}.nii.gz")).dataobj)
+        for c, name in enumerate(ensemble.class_names, start=1):
+            p, t = predicted == c, truth == c
+            if p.sum() + t.sum():
+                assert case["dice"][name] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()), abs=1e-6)
+    _record_split(b, ["synth_001", "synth_005"])
+    code, _, err = run(["evaluate", a, b, synthetic_dataset, "--cache", cache_dir, "--out", tmp_path / "n.json"], capsys)
+    assert_one_line_error(code, err, str(b), "another test split")
+    assert not (tmp_path / "n.json").exists()

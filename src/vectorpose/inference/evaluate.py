@@ -1,8 +1,9 @@
-"""Scoring a fine-tuned model: the run's recorded test split, or every labelled case of a dataset."""
+"""Scoring a fine-tuned model or an ensemble of them: the runs' recorded test split, or every labelled case of a dataset."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..errors import DataError, VectorPoseError
 from ..models.files import model_paths
 from ..utils.files import write_json
 from .metrics import METRICS_VERSION, case_metrics, summarise
-from .predictor import load_segmenter
+from .predictor import load_predictor
 
 
 def recorded_split(model: str | Path) -> Split:
@@ -31,15 +32,19 @@ def recorded_split(model: str | Path) -> Split:
         raise VectorPoseError(f"{path}: malformed split file ({exc})") from None
 
 
-def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None, all_cases: bool = False, device: str = "cpu",
-             cache_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False, mirror: bool = True) -> dict:
+def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: str | Path | None = None, all_cases: bool = False,
+             device: str = "cpu", cache_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False,
+             mirror: bool = True) -> dict:
     """Dice and HD95 of ``model`` on the test split (or ``all_cases``) of ``data``; writes ``out`` as JSON.
 
-    ``mirror``: average over mirrored copies on the axes training flipped (test-time augmentation).
+    ``model``: one model, or several scored as one ensemble (the mean of their probabilities); their runs
+    must record the same test split. ``mirror``: average over mirrored copies on the axes training
+    flipped (test-time augmentation).
     """
     if out is not None and Path(out).exists() and not overwrite:
         raise VectorPoseError(f"{out}: already exists; pass --overwrite to replace it")
-    segmenter = load_segmenter(model, device, mirror)
+    models = [model] if isinstance(model, (str, Path)) else list(model)
+    predictor = load_predictor(models, device, mirror)
     dataset = load_dataset(data)
     labelled = {c.case_id: c for c in dataset.labelled}
     if all_cases:
@@ -47,30 +52,33 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None,
         if not ids:
             raise DataError(Path(data), "no labelled cases to evaluate")
     else:
-        ids = list(recorded_split(model).test)
+        ids = list(recorded_split(models[0]).test)
+        for other in models[1:]:
+            if sorted(recorded_split(other).test) != sorted(ids):
+                raise VectorPoseError(f"{other}: its run records another test split than {models[0]}; ensemble runs that share "
+                                      "one split, or evaluate with --all")
         missing = [i for i in ids if i not in labelled]
         if missing:
             raise DataError(Path(data), f"{len(missing)} test cases of the recorded split are not in this dataset (e.g. {missing[0]}); use --all for another dataset")
-    if dataset.modality is not None and dataset.modality != segmenter.preprocessing.modality:
-        raise VectorPoseError(f"{data}: {dataset.modality} data, but the model was trained on {segmenter.preprocessing.modality}")
-    if dataset.labels and max(dataset.labels) >= segmenter.num_classes:
-        raise DataError(Path(data) / "dataset.json", f"declares labels up to {max(dataset.labels)}, the model predicts 0..{segmenter.num_classes - 1}")
+    if dataset.modality is not None and dataset.modality != predictor.preprocessing.modality:
+        raise VectorPoseError(f"{data}: {dataset.modality} data, but the model was trained on {predictor.preprocessing.modality}")
+    if dataset.labels and max(dataset.labels) >= predictor.num_classes:
+        raise DataError(Path(data) / "dataset.json", f"declares labels up to {max(dataset.labels)}, the model predicts 0..{predictor.num_classes - 1}")
     subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
     # scored on each scan's own grid: a model trained at another spacing predicts through resampling
-    volumes, _ = preprocess_dataset(subset, replace(segmenter.preprocessing, spacing=None), cache_dir, progress=progress)
-    declared = dataset.labels or {c: f"class {c}" for c in range(segmenter.num_classes)}
+    volumes, _ = preprocess_dataset(subset, replace(predictor.preprocessing, spacing=None), cache_dir, progress=progress)
+    declared = dataset.labels or {c: f"class {c}" for c in range(predictor.num_classes)}
     check_label_values(volumes, declared)
-    names = segmenter.class_names
+    names = predictor.class_names
     rows = []
     for v in volumes:
-        pred = segmenter.predict_array(np.asarray(v.image()), v.geometry.spacing)
-        m = case_metrics(pred, np.asarray(v.label()), segmenter.num_classes, v.geometry.spacing)
+        pred = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing)
+        m = case_metrics(pred, np.asarray(v.label()), predictor.num_classes, v.geometry.spacing)
         rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": dict(zip(names, m["hd95"]))})
     result = {
-        "model": str(Path(model).resolve()),
+        "models": [{"path": str(Path(member.path).resolve()), "mirror_axes": list(member.mirror_axes)} for member in predictor.members],
         "data": str(Path(data).resolve()),
         "cases_from": "all" if all_cases else "test split",
-        "mirror_axes": list(segmenter.mirror_axes),
         "num_cases": len(rows),
         "metrics_version": METRICS_VERSION,
         **summarise(rows, names),

@@ -5,10 +5,15 @@ as the training scans were. A model trained at a target spacing sees each scan r
 class probabilities are resampled back to the scan's own grid before the argmax. Label maps are
 written in the input's own geometry: the same shape, affine and voxel order as the NIfTI file or
 DICOM series that was read.
+
+Several models (the seeds or folds of one recipe) predict as one :class:`Ensemble`: the mean of their
+softmax probabilities, as nnU-Net ensembles its folds. They must normalise scans the same way and
+predict the same classes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +29,46 @@ from ..models.backbones import backbone_from_json
 from ..models.files import load_model, load_weights
 from ..models.segmentation_network import SegmentationNetwork
 from ..utils.files import TEMPORARY_SUFFIX
-from .sliding_window import predict_labels, predict_probabilities
+from .sliding_window import predict_probabilities
+
+
+class LabelPredictor:
+    """What predicts label maps from scans: a :class:`Segmenter` or an :class:`Ensemble` of them."""
+
+    preprocessing: PreprocessingConfig
+    num_classes: int
+    class_names: list[str]
+    members: list[Segmenter]  # the models that predict (one for a Segmenter)
+
+    def model_grid_probabilities(self, image: np.ndarray) -> torch.Tensor:
+        """Softmax probabilities ``(C, X, Y, Z)`` of a normalised volume already on the model's grid."""
+        raise NotImplementedError
+
+    def predict_probabilities(self, image: np.ndarray, spacing: tuple[float, float, float] | None = None) -> torch.Tensor:
+        """Probabilities ``(C, X, Y, Z)`` of an already-normalised RAS+ volume on its own grid of voxel size
+        ``spacing`` (mm); without ``spacing`` the volume is taken to be on the model's grid already."""
+        target = self.preprocessing.spacing
+        if target is None or spacing is None or same_spacing(spacing, target):
+            return self.model_grid_probabilities(image)
+        resampled = resample_image(image, resampled_shape(image.shape, spacing, target))
+        return resample_probabilities(self.model_grid_probabilities(resampled), image.shape)
+
+    def predict_array(self, image: np.ndarray, spacing: tuple[float, float, float] | None = None) -> np.ndarray:
+        """Label map ``(X, Y, Z)`` uint8 of an already-normalised RAS+ volume (see :meth:`predict_probabilities`)."""
+        return self.predict_probabilities(image, spacing).argmax(0).numpy().astype(np.uint8)
+
+    def predict_path(self, path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
+        """Read a scan file or DICOM series folder, normalise it, and predict in RAS+ order on its own grid."""
+        raw, geometry = load_image(path)
+        try:
+            image = normalise_intensity(raw, self.preprocessing)
+        except ValueError as exc:
+            raise DataError(path, str(exc)) from None
+        return self.predict_array(image, geometry.spacing), geometry
 
 
 @dataclass
-class Segmenter:
+class Segmenter(LabelPredictor):
     """A segmentation network with the facts needed to apply it (from its metadata)."""
 
     network: SegmentationNetwork
@@ -37,6 +77,7 @@ class Segmenter:
     patch_size: tuple[int, int, int]
     device: torch.device
     mirror: bool = True
+    path: Path | None = None
 
     @property
     def mirror_axes(self) -> tuple[int, ...]:
@@ -53,24 +94,46 @@ class Segmenter:
         labels = self.metadata.get("labels", {})
         return [labels.get(str(c), f"class {c}") for c in range(1, self.num_classes)]
 
-    def predict_array(self, image: np.ndarray, spacing: tuple[float, float, float] | None = None) -> np.ndarray:
-        """Label map ``(X, Y, Z)`` uint8 of an already-normalised RAS+ volume on its own grid of voxel size
-        ``spacing`` (mm); without ``spacing`` the volume is taken to be on the model's grid already."""
-        target = self.preprocessing.spacing
-        if target is None or spacing is None or same_spacing(spacing, target):
-            return predict_labels(self.network, image, self.patch_size, self.device, mirror_axes=self.mirror_axes)
-        resampled = resample_image(image, resampled_shape(image.shape, spacing, target))
-        probabilities = predict_probabilities(self.network, resampled, self.patch_size, self.device, mirror_axes=self.mirror_axes)
-        return resample_probabilities(probabilities, image.shape).argmax(0).numpy().astype(np.uint8)
+    @property
+    def members(self) -> list[Segmenter]:
+        return [self]
 
-    def predict_path(self, path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
-        """Read a scan file or DICOM series folder, normalise it, and predict in RAS+ order on its own grid."""
-        raw, geometry = load_image(path)
-        try:
-            image = normalise_intensity(raw, self.preprocessing)
-        except ValueError as exc:
-            raise DataError(path, str(exc)) from None
-        return self.predict_array(image, geometry.spacing), geometry
+    def model_grid_probabilities(self, image: np.ndarray) -> torch.Tensor:
+        return predict_probabilities(self.network, image, self.patch_size, self.device, mirror_axes=self.mirror_axes)
+
+
+class Ensemble(LabelPredictor):
+    """Segmenters that predict together: the mean of their softmax probabilities on the model grid,
+    resampled once to the scan's grid. Each member keeps its own patch size and mirror axes."""
+
+    def __init__(self, members: Sequence[Segmenter]):
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        first = members[0]
+        for m in members[1:]:
+            name = m.path or "a member"
+            if m.num_classes != first.num_classes or m.class_names != first.class_names:
+                raise CheckpointError(f"{name}: predicts classes {m.class_names}, but {first.path or 'the first member'} predicts "
+                                      f"{first.class_names}; an ensemble's models must predict the same classes")
+            if m.preprocessing != first.preprocessing:
+                raise CheckpointError(f"{name}: normalises scans as {m.preprocessing.to_json()}, but {first.path or 'the first member'} "
+                                      f"as {first.preprocessing.to_json()}; an ensemble's models must share their preprocessing")
+        self.members = list(members)
+        self.preprocessing = first.preprocessing
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.members[0].class_names
+
+    def model_grid_probabilities(self, image: np.ndarray) -> torch.Tensor:
+        total = self.members[0].model_grid_probabilities(image)
+        for m in self.members[1:]:
+            total += m.model_grid_probabilities(image)
+        return total / len(self.members)
 
 
 def load_segmenter(path: str | Path, device: torch.device | str = "cpu", mirror: bool = True) -> Segmenter:
@@ -85,7 +148,17 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu", mirror:
     load_weights(network, state, path)
     device = resolve_device(device)
     network.to(device).eval()
-    return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device, mirror)  # type: ignore[arg-type]
+    return Segmenter(network, meta, PreprocessingConfig.from_json(meta["preprocessing"]), patch, device, mirror, Path(path))  # type: ignore[arg-type]
+
+
+def load_predictor(models: str | Path | Sequence[str | Path], device: torch.device | str = "cpu", mirror: bool = True) -> LabelPredictor:
+    """One model (a run folder or ``.safetensors`` file) as a :class:`Segmenter`, several as an :class:`Ensemble`."""
+    paths = [models] if isinstance(models, (str, Path)) else list(models)
+    if not paths:
+        raise VectorPoseError("no model given")
+    if len(paths) == 1:
+        return load_segmenter(paths[0], device, mirror)
+    return Ensemble([load_segmenter(p, device, mirror) for p in paths])
 
 
 # OUTPUT names a file (not a folder) when it ends in one of these
@@ -133,11 +206,12 @@ def prediction_jobs(source: Path, output: Path) -> list[tuple[Path, Path]]:
     return [(f, output / output_name(f)) for f in files]
 
 
-def predict(model: str | Path, source: str | Path, output: str | Path, device: str = "cpu", overwrite: bool = False,
-            mirror: bool = True) -> list[Path]:
+def predict(model: str | Path | Sequence[str | Path], source: str | Path, output: str | Path, device: str = "cpu",
+            overwrite: bool = False, mirror: bool = True) -> list[Path]:
     """Predict every scan of ``source`` and write uint8 label maps; returns the written paths.
 
-    ``mirror``: average over the mirrored copies of each scan on the axes training flipped.
+    ``model``: one model, or several that predict as an :class:`Ensemble`. ``mirror``: average over the
+    mirrored copies of each scan on the axes training flipped.
 
     Existing outputs are refused unless ``overwrite``; all are checked before any is written. Every
     scan is predicted into a hidden staging file first and the outputs are put in place only once all
@@ -150,12 +224,12 @@ def predict(model: str | Path, source: str | Path, output: str | Path, device: s
     existing = [o for _, o in jobs if o.exists()]
     if existing and not overwrite:
         raise VectorPoseError(f"{existing[0]}: already exists; pass --overwrite to replace it")
-    segmenter = load_segmenter(model, device, mirror)
+    predictor = load_predictor(model, device, mirror)
     new_folders = sorted({p for _, dst in jobs for p in (dst.parent, *dst.parent.parents) if not p.exists()}, key=lambda p: -len(p.parts))
     staged: list[tuple[Path, Path]] = []
     try:
         for src, dst in jobs:
-            labels, geometry = segmenter.predict_path(src)
+            labels, geometry = predictor.predict_path(src)
             tmp = dst.with_name(f".{dst.name}.staged{TEMPORARY_SUFFIX}")
             staged.append((save_label_map(tmp, labels, geometry, suffix=output_suffix(dst)), dst))
         for tmp, dst in staged:
