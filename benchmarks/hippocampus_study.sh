@@ -17,14 +17,19 @@
 # Each (part, method) is one benchmark process with one torch thread; as many run at once as the
 # machine has cores, each taking the next unclaimed one in the order above. Everything is resumable (a cut-off cell continues from its last
 # checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
+# Finished cells' records (no weights) are kept in $KEEP, committed as they come, and copied back into
+# $RUNS at the start, so a fresh machine goes on where the last one stopped (pretraining is rerun there:
+# it is deterministic on the same kind of machine).
 #
 #   bash benchmarks/hippocampus_study.sh                       # writes runs/hippocampus/, docs/results/hippocampus/converged/
 #   PARTS=main METHODS=scratch,vectorpose bash benchmarks/hippocampus_study.sh   # a subset
+#   bash benchmarks/hippocampus_study.sh keep                  # only copy the finished cells into $KEEP
 set -euo pipefail
 DATA=${HIPPOCAMPUS:-../shared/data/Task04_Hippocampus}
 PY=${PY:-.venv/bin/python}
 R=${RUNS:-runs/hippocampus}
 D=${DOCS:-docs/results/hippocampus/converged}
+KEEP=${KEEP:-$D/cells}
 SEEDS=${SEEDS:-10}
 FEW_STEPS=${FEW_STEPS:-1000}
 FULL_STEPS=${FULL_STEPS:-3000}
@@ -33,6 +38,8 @@ PARTS=${PARTS:-main,ablation,all-labels}
 METHODS=${METHODS:-scratch,genesis,mae,vectorpose,vp,bfr}
 [ -f "$DATA/dataset.json" ] || { echo "no Task04_Hippocampus at $DATA (set HIPPOCAMPUS=...)" >&2; exit 1; }
 source "$(dirname "$0")/lanes.sh"
+if [ "${1:-}" = keep ]; then keep_cells $R $KEEP; exit 0; fi
+restore_cells $KEEP $R
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 COMMON=(--val-every 100 --quiet)

@@ -25,3 +25,29 @@ run_lanes() {
   rm -rf "$claims"
   return $failed
 }
+
+# Finished benchmark cells between a runs folder and a committed one: their small records only (summary,
+# settings, curves, per-case scores; no weights), so that a study spread over sittings on fresh machines
+# skips the cells already done. A cell's folder keeps its path relative to the runs folder; the reports'
+# joined copies (report-*) are left out; cell.json, the mark of a finished cell, is copied last.
+CELL_RECORDS=(config.json split.json plan.json transfer.json convergence.json metrics.jsonl test_metrics.json cell.json)
+
+copy_cell() {  # copy_cell FROM TO
+  local f; mkdir -p "$2"
+  for f in "${CELL_RECORDS[@]}"; do [ ! -f "$1/$f" ] || cp "$1/$f" "$2/"; done
+}
+
+keep_cells() {  # keep_cells RUNS KEEP: every finished cell of RUNS into KEEP (refreshed if re-scored)
+  local cell
+  while IFS= read -r cell; do
+    copy_cell "$cell" "$2/${cell#$1/}"
+  done < <(find "$1" -path "$1/report-*" -prune -o -name cell.json -printf '%h\n')
+}
+
+restore_cells() {  # restore_cells KEEP RUNS: every kept cell that RUNS has not finished into RUNS
+  local cell
+  [ -d "$1" ] || return 0
+  while IFS= read -r cell; do
+    [ -f "$2/${cell#$1/}/cell.json" ] || { rm -rf "$2/${cell#$1/}"; copy_cell "$cell" "$2/${cell#$1/}"; }
+  done < <(find "$1" -name cell.json -printf '%h\n')
+}
