@@ -9,7 +9,9 @@
 # $FINETUNE_STEPS fine-tuning steps (default 1000). Each method is one benchmark process with one torch
 # thread, as many at once as the machine has cores; they are joined into one report in $DOCS at the end.
 # Beside them, at the first count, the fine-tuning recipe before issue 16 (its flags, same plan) for seeds
-# $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it.
+# $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it. Finished cells'
+# records (no weights) are kept in $KEEP, committed as they come, and copied back into $RUNS at the start,
+# so a fresh machine goes on where the last one stopped (`bash benchmarks/btcv_study.sh keep` only copies).
 #
 # BTCV is built first (not redistributable; keep it outside the repository):
 #   VLA=<VLAlignSeg- git dir> DGP=<DGPANet git dir> .venv/bin/python ../shared/tools/make_btcv.py ~/.cache/vectorpose-data/BTCV
@@ -22,12 +24,15 @@ B=${BTCV:-$HOME/.cache/vectorpose-data/BTCV}
 PY=${PY:-.venv/bin/python}
 R=${RUNS:-runs/btcv}
 D=${DOCS:-docs/results/btcv}
+KEEP=${KEEP:-$D/cells}
 [ -f "$B/dataset.json" ] || { echo "no BTCV at $B (set BTCV=...): build it with ../shared/tools/make_btcv.py" >&2; exit 1; }
 source "$(dirname "$0")/lanes.sh"
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 METHODS=${METHODS:-scratch,vectorpose}
 ALL=(${METHODS//,/ })
+if [ "${1:-}" = keep ]; then for m in "${ALL[@]}"; do keep_cells $R/$m $KEEP/$m; done; exit 0; fi
+for m in "${ALL[@]}"; do restore_cells $KEEP/$m $R/$m; done
 LABELLED=${LABELLED:-5,2}
 STEPS=${FINETUNE_STEPS:-1000}
 BEFORE_SEEDS=${BEFORE_SEEDS-0 1 2}  # set but empty: none

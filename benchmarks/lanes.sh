@@ -39,6 +39,7 @@ copy_cell() {  # copy_cell FROM TO
 
 keep_cells() {  # keep_cells RUNS KEEP: every finished cell of RUNS into KEEP (refreshed if re-scored)
   local cell
+  [ -d "$1" ] || return 0
   while IFS= read -r cell; do
     copy_cell "$cell" "$2/${cell#$1/}"
   done < <(find "$1" -path "$1/report-*" -prune -o -name cell.json -printf '%h\n')
