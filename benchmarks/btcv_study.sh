@@ -12,6 +12,9 @@
 # $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it. Finished cells'
 # records (no weights) are kept in $KEEP, committed as they come, and copied back into $RUNS at the start,
 # so a fresh machine goes on where the last one stopped (`bash benchmarks/btcv_study.sh keep` only copies).
+# The cells of docs/results/btcv/steps-2000/ were kept from its results.json (benchmarks/cells_from_results.py):
+# KEEP=docs/results/btcv/steps-2000/cells LABELLED=5,2 FINETUNE_STEPS=2000 METHODS=scratch,vectorpose,... adds methods
+# beside them (their vectorpose cells name runs/btcv/pretrain/vectorpose, the default RUNS, as their initialisation).
 #
 # BTCV is built first (not redistributable; keep it outside the repository):
 #   VLA=<VLAlignSeg- git dir> DGP=<DGPANet git dir> .venv/bin/python ../shared/tools/make_btcv.py ~/.cache/vectorpose-data/BTCV
