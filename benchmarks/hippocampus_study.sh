@@ -6,7 +6,8 @@
 #              $FEW_STEPS fine-tuning steps per cell                          -> $DOCS/
 #   ablation   vp and bfr (the halves of VectorPOSE) at 5 %, the same seeds, beside the main run's
 #              scratch and vectorpose cells at 5 %                             -> $DOCS/ablation-5pct/
-#   all labels scratch, genesis, mae, vectorpose at 100 %, seeds 0-2, $FULL_STEPS steps -> $DOCS/all-labels/
+#   all labels scratch, genesis, mae, vectorpose at 100 %, seeds 0-2, $FULL_STEPS steps -> $DOCS/all-labels/,
+#              and each method's three seeds as one ensemble -> $DOCS/all-labels/ensemble-<method>.json
 #
 # The budgets are where scratch converged by the run's own rule on seed 0 (validation split only):
 # 1000 steps at 5 % and 10 % (docs/results/hippocampus/recipe/fraction-0.05-steps-1000.md, -0.1-),
@@ -95,7 +96,20 @@ if wanted main "$PARTS"; then report report-main $D main $D/notes.md scratch=mai
 if wanted ablation "$PARTS"; then
   report report-ablation $D/ablation-5pct ablation $D/ablation-5pct/notes.md scratch=main vp=ablation bfr=ablation vectorpose=main
 fi
+# a method's all-labels seeds as one model (mean softmax, `vectorpose evaluate MODEL... DATA`), which needs
+# their weights: it is scored on the machine that trained them (records kept elsewhere carry none)
+ensemble() {
+  local m=$1 out=$D/all-labels/ensemble-$1.json cells=() c
+  [ -f $out ] && return 0
+  for c in $R/all-labels/$m/cells/$m/f1-s{0,1,2}; do
+    [ -f $c/model.safetensors ] || { echo "not scoring the $m ensemble: no weights in $c on this machine" >&2; return 0; }
+    cells+=($c)
+  done
+  mkdir -p $D/all-labels
+  $VP evaluate "${cells[@]}" "$DATA" --out $out
+}
 if wanted all-labels "$PARTS"; then
   report report-all-labels $D/all-labels all-labels $D/all-labels/notes.md \
     scratch=all-labels genesis=all-labels mae=all-labels vectorpose=all-labels
+  for m in ${P_METHODS[all-labels]//,/ }; do wanted $m "$METHODS" && ensemble $m; done
 fi
