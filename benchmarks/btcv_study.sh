@@ -47,14 +47,10 @@ sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/
 STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps $STEPS --val-every 100 --quiet)
 
 method_study() {  # pretrain (if the method does and its run is not finished), then the method's benchmark
-  local m=$1 pre=() again
+  local m=$1 pre=()
   if [ $m != scratch ]; then
-    local P=$R/pretrain/$m
-    if ! grep -qs '"step": 2000' $P/model.json; then
-      [ -f $P/resume.pt ] && again=--resume || again=--overwrite
-      $VP pretrain "$B" --out $P --method $m --split paper_split --steps 2000 --quiet $again
-    fi
-    pre=(--pretrained $m=$P)
+    pretrain_once $R/pretrain/$m 2000 "$B" --method $m --split paper_split
+    pre=(--pretrained $m=$R/pretrain/$m)
   fi
   $VP benchmark "$B" --out $R/$m --methods $m "${pre[@]}" "${STUDY[@]}"
 }

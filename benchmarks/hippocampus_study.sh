@@ -56,12 +56,6 @@ study() {  # the benchmark arguments of a part
   echo --fractions ${P_FRACTIONS[$1]} --seeds ${P_SEEDS[$1]} --pretrain-steps $PRETRAIN_STEPS --finetune-steps ${P_STEPS[$1]} "${COMMON[@]}"
 }
 pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
-pretrain() {
-  local P=$R/pretrain/$1 again
-  grep -qs "\"step\": $PRETRAIN_STEPS" $P/model.json && return 0
-  [ -f $P/resume.pt ] && again=--resume || again=--overwrite
-  $VP pretrain "$DATA" --out $P --method $1 --steps $PRETRAIN_STEPS --quiet $again
-}
 cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1); }
 
 # the jobs, in order: every pretraining run first, then every (part, method)
@@ -74,7 +68,7 @@ for part in main ablation all-labels; do
     [ $m = scratch ] || [[ " ${PRE[*]} " == *" $m "* ]] || PRE+=($m)
   done
 done
-pretrain_job() { pretrain $2; }
+pretrain_job() { pretrain_once $R/pretrain/$2 $PRETRAIN_STEPS "$DATA" --method $2; }
 run_lanes $R/claims $R/logs pretrain_job "${PRE[@]/#/pretrain:}"
 run_lanes $R/claims $R/logs cells "${JOBS[@]}"
 

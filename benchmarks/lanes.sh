@@ -1,4 +1,5 @@
-# Parallel lanes for the study scripts (sourced): one job per core at a time, each job run once.
+# Helpers of the study scripts (sourced): parallel lanes, finished cells kept in the repository, and
+# pretraining runs made once.
 #
 #   source benchmarks/lanes.sh
 #   run_lanes CLAIMS LOGS FUNCTION JOB...
@@ -51,4 +52,13 @@ restore_cells() {  # restore_cells KEEP RUNS: every kept cell that RUNS has not 
   while IFS= read -r cell; do
     [ -f "$2/${cell#$1/}/cell.json" ] || { rm -rf "$2/${cell#$1/}"; copy_cell "$cell" "$2/${cell#$1/}"; }
   done < <(find "$1" -name cell.json -printf '%h\n')
+}
+
+# pretrain_once OUT STEPS ARGS...: `$VP pretrain ARGS... --out OUT --steps STEPS`, unless OUT holds a run
+# finished at STEPS steps; a run cut off after a checkpoint resumes, anything else in OUT is replaced.
+pretrain_once() {
+  local out=$1 steps=$2 again=--overwrite; shift 2
+  grep -qsE "\"step\": $steps(,|\$)" "$out/model.json" && return 0
+  [ ! -f "$out/resume.pt" ] || again=--resume
+  $VP pretrain "$@" --out "$out" --steps "$steps" --quiet $again
 }

@@ -9,13 +9,10 @@
 # Resumable: finished pretraining runs are kept. Run from the repository root.
 set -euo pipefail
 VP=${VP:-.venv/bin/vectorpose}
+source "$(dirname "$0")/lanes.sh"
 R=runs/synth
 [ -d $R/data ] || $VP synth $R/data --cases 24 --seed 0
-for m in vectorpose genesis; do
-  if [ ! -f $R/$m/model.safetensors ] || ! grep -q '"step": 800' $R/$m/model.json; then
-    $VP pretrain $R/data --out $R/$m --method $m --steps 800 --threads 1 --quiet $( [ -d $R/$m ] && echo --resume )
-  fi
-done
+for m in vectorpose genesis; do pretrain_once $R/$m 800 $R/data --method $m --threads 1; done
 $VP probe $R/vectorpose $R/data --out docs/results/probe/synthetic.json --compare $R/genesis --crops 32 --overwrite --quiet
 
 H=runs/bench-h/pretrain
@@ -23,9 +20,7 @@ $VP probe $H/vectorpose ../shared/data/Task04_Hippocampus --out docs/results/pro
   --compare $H/genesis --compare $H/vp --compare $H/bfr --overwrite --quiet
 
 # 3. synthetic bodies, a longer vectorpose run (4000 steps), probed beside the two above
-if [ ! -f $R/vectorpose-4000/model.safetensors ] || ! grep -q '"step": 4000' $R/vectorpose-4000/model.json; then
-  $VP pretrain $R/data --out $R/vectorpose-4000 --steps 4000 --quiet $( [ -d $R/vectorpose-4000 ] && echo --resume )
-fi
+pretrain_once $R/vectorpose-4000 4000 $R/data
 $VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000.json --compare $R/vectorpose --compare $R/genesis \
   --crops 32 --overwrite --quiet
 
@@ -40,12 +35,7 @@ $VP probe $R/vectorpose-4000 $R/data --out docs/results/probe/synthetic-4000-128
 B=${BTCV:-$HOME/.cache/vectorpose-data/BTCV}
 if [ -f "$B/dataset.json" ]; then
   P=runs/btcv/pretrain
-  for m in genesis vp bfr; do
-    if ! grep -qs '"step": 2000' $P/$m/model.json; then
-      $VP pretrain "$B" --out $P/$m --method $m --split paper_split --steps 2000 --threads 1 --quiet \
-        $( [ -f $P/$m/resume.pt ] && echo --resume || echo --overwrite )
-    fi
-  done
+  for m in genesis vp bfr; do pretrain_once $P/$m 2000 "$B" --method $m --split paper_split --threads 1; done
   COMPARE=(--compare $P/genesis --compare $P/vp --compare $P/bfr)
   $VP probe $P/vectorpose "$B" --out docs/results/probe/btcv.json "${COMPARE[@]}" --crops 64 --overwrite --quiet
   S=docs/results/probe/btcv-seeds
