@@ -19,8 +19,8 @@
 # machine has cores, each taking the next unclaimed one in the order above. Everything is resumable (a cut-off cell continues from its last
 # checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
 # Finished cells' records (no weights) are kept in $KEEP, committed as they come, and copied back into
-# $RUNS at the start, so a fresh machine goes on where the last one stopped (pretraining is rerun there:
-# it is deterministic on the same kind of machine).
+# $RUNS at the start, so a fresh machine goes on where the last one stopped. Pretraining is rerun there;
+# $KEEP/pretraining.sha256 records the weights each machine got, so that a difference would show.
 #
 #   bash benchmarks/hippocampus_study.sh                       # writes runs/hippocampus/, docs/results/hippocampus/converged/
 #   PARTS=main METHODS=scratch,vectorpose bash benchmarks/hippocampus_study.sh   # a subset
@@ -39,7 +39,11 @@ PARTS=${PARTS:-main,ablation,all-labels}
 METHODS=${METHODS:-scratch,genesis,mae,vectorpose,vp,bfr}
 [ -f "$DATA/dataset.json" ] || { echo "no Task04_Hippocampus at $DATA (set HIPPOCAMPUS=...)" >&2; exit 1; }
 source "$(dirname "$0")/lanes.sh"
-if [ "${1:-}" = keep ]; then keep_cells $R $KEEP; exit 0; fi
+if [ "${1:-}" = keep ]; then
+  keep_cells $R $KEEP
+  keep_digests $R/pretrain $PRETRAIN_STEPS $KEEP/pretraining.sha256
+  exit 0
+fi
 restore_cells $KEEP $R
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"

@@ -54,6 +54,19 @@ restore_cells() {  # restore_cells KEEP RUNS: every kept cell that RUNS has not 
   done < <(find "$1" -name cell.json -printf '%h\n')
 }
 
+# keep_digests PRETRAIN STEPS FILE: the SHA-256 of the weights of every run in PRETRAIN finished at STEPS
+# steps, merged into FILE. Pretraining is rerun on each fresh machine: two lines for one run would say
+# that another machine pretrained it to other weights.
+keep_digests() {
+  local run lines=()
+  [ ! -f "$3" ] || mapfile -t lines < "$3"
+  for run in "$1"/*/; do
+    grep -qsE "\"step\": $2(,|\$)" "$run/model.json" || continue
+    lines+=("$(sha256sum < "$run/model.safetensors" | cut -d' ' -f1)  $(basename "$run")")
+  done
+  [ ${#lines[@]} -eq 0 ] || printf '%s\n' "${lines[@]}" | sort -u -k2 -k1 > "$3"
+}
+
 # pretrain_once OUT STEPS ARGS...: `$VP pretrain ARGS... --out OUT --steps STEPS`, unless OUT holds a run
 # finished at STEPS steps; a run cut off after a checkpoint resumes, anything else in OUT is replaced.
 pretrain_once() {
