@@ -260,3 +260,15 @@ def test_finetune_dynunet_needs_three_levels(synthetic_dataset, tmp_path, capsys
     code, _, err = run(["finetune", synthetic_dataset, "--out", tmp_path / "run", "--backbone", "dynunet", "--channels", "4,8"], capsys)
     assert code == 2 and "at least 3 levels" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["b", "d", "--shard", "1/2", "--quiet"], ["b", "d", "--quiet"]),
+    (["b", "--shard=0/3", "d"], ["b", "d"]),
+    (["b", "--shards", "x"], ["b", "--shards", "x"]),
+    (["b"], ["b"]),
+])
+def test_without_option(args, expected):
+    from vectorpose.cli import without_option
+
+    assert without_option(args, "--shard") == expected

@@ -33,6 +33,19 @@ def _ints(text: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
+def without_option(args: list[str], option: str) -> list[str]:
+    """``args`` without ``option`` and its value (``--opt VALUE`` or ``--opt=VALUE``)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
+
+
 def _speed_options(command):
     """Add the CUDA speed options and ``--boundary-in`` to ``command``, which receives them as one
     ``speed`` (:class:`~vectorpose.training.speed.SpeedOptions`)."""
@@ -347,16 +360,23 @@ def predict(models: tuple[Path, ...], input: Path, output: Path, device: str, ov
               help="Use an existing pretraining run for METHOD instead of pretraining it here (repeatable).")
 @click.option("--notes", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Markdown file appended to report.md.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Preprocessing cache folder.")
+@click.option("--shard", metavar="I/N", default=None,
+              help="Train only cells I, I+N, I+2N, ... (from 0), so that N processes or machines share one --out; pretraining "
+                   "must be finished first. The shard that finds every cell finished writes the report.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def benchmark(data: Path, out: Path, settings: Settings, test_data: Path | None, pretrained: tuple[str, ...], notes: Path | None,
-              cache: Path | None, quiet: bool) -> None:
+              cache: Path | None, shard: str | None, quiet: bool) -> None:
     """Compare pretraining methods on DATA under one fine-tuning recipe, over label fractions and seeds.
 
     --config takes a benchmark's own benchmark.json (its recipe and data) or a file of settings.
     """
     from .benchmark.report import collapse_warnings, convergence_warnings, headline_table
-    from .benchmark.runner import run_benchmark
+    from .benchmark.runner import parse_shard, run_benchmark
 
+    try:
+        shard_range = parse_shard(shard) if shard is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
     supplied = {}
     for item in pretrained:
         name, sep, path = item.partition("=")
@@ -370,8 +390,13 @@ def benchmark(data: Path, out: Path, settings: Settings, test_data: Path | None,
             note_text = notes.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise VectorPoseError(f"{notes}: cannot read the notes file ({exc})") from None
-    command = "vectorpose " + shlex.join(sys.argv[1:])
-    run = run_benchmark(data, out, config, test_data=test_data, cache_dir=cache, progress=not quiet, command=command, notes=note_text)
+    command = "vectorpose " + shlex.join(without_option(sys.argv[1:], "--shard"))  # the report's command runs every cell
+    run = run_benchmark(data, out, config, test_data=test_data, cache_dir=cache, progress=not quiet, command=command, notes=note_text,
+                        shard=shard_range)
+    if run.statistics is None:
+        click.echo(f"shard {shard}: {run.trained_cells} cells trained now; {run.unfinished} cells of other shards are not finished, "
+                   "so no report yet (the last shard to finish writes it)")
+        return
     click.echo(f"\nmean test Dice over {config.seeds} seed(s) ({run.trained_cells} cells trained now, "
                f"{len(run.cells) - run.trained_cells} reused):")
     click.echo(headline_table(run.cells, run.statistics["test"]))

@@ -9,8 +9,8 @@ import pytest
 from safetensors.torch import load_file
 
 from vectorpose.benchmark import runner
-from vectorpose.benchmark.runner import (BenchmarkConfig, cell_dir, earlier_sittings_s, pretraining_state, resolve_preprocessing,
-                                         run_benchmark, sittings_s)
+from vectorpose.benchmark.runner import (BenchmarkConfig, cell_dir, earlier_sittings_s, parse_shard, pretraining_state,
+                                         resolve_preprocessing, run_benchmark, sittings_s)
 from vectorpose.data.synthetic import LABELS
 from vectorpose.benchmark.stats import paired_difference, summarise_values
 from vectorpose.errors import TrainingStopped, VectorPoseError
@@ -217,6 +217,49 @@ def test_added_seed_trains_only_new_cells(benchmark_data, tmp_path, monkeypatch)
     assert finetunes.calls == 1 and len(run.cells) == 2
 
 
+def test_shards_split_the_cells_and_the_last_one_writes_the_report(benchmark_data, tmp_path, monkeypatch):
+    data, _ = benchmark_data
+    out = tmp_path / "bench"
+    config = tiny(methods=("scratch",), fractions=(1.0,), seeds=3)
+    trained = []
+    real = runner.finetune
+
+    def recorded(data, path, fconfig, **kwargs):
+        trained.append(fconfig.seed)
+        return real(data, path, fconfig, **kwargs)
+
+    monkeypatch.setattr(runner, "finetune", recorded)
+    first = run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False, shard=(0, 2))
+    assert trained == [0, 2]  # cells 0 and 2 of the three, in order
+    assert first.statistics is None and first.unfinished == 1 and len(first.cells) == 2
+    assert not (out / "report.md").exists() and not (out / "results.json").exists()
+    second = run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False, shard=(1, 2))
+    assert trained == [0, 2, 1]
+    assert second.unfinished == 0 and [c["seed"] for c in second.cells] == [0, 1, 2]
+    assert (out / "report.md").is_file()
+    assert [c["seed"] for c in json.loads((out / "results.json").read_text())["cells"]] == [0, 1, 2]
+    again = run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    assert trained == [0, 2, 1] and again.trained_cells == 0
+
+
+def test_shards_refuse_unfinished_pretraining(benchmark_data, tmp_path):
+    data, _ = benchmark_data
+    with pytest.raises(VectorPoseError, match="pretraining of vectorpose is not finished"):
+        run_benchmark(data, tmp_path / "bench", tiny(), cache_dir=tmp_path / "cache", progress=False, shard=(0, 2))
+    assert not (tmp_path / "bench" / "cells").exists()
+
+
+@pytest.mark.parametrize("text, expected", [("0/2", (0, 2)), ("2/3", (2, 3)), ("0/1", (0, 1))])
+def test_parse_shard(text, expected):
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2/2", "-1/2", "1", "a/2", "1/0", ""])
+def test_parse_shard_rejects(text):
+    with pytest.raises(ValueError, match="I/N"):
+        parse_shard(text)
+
+
 def test_refuses_changed_recipe(benchmark_data, tmp_path):
     data, _ = benchmark_data
     out = tmp_path / "bench"
@@ -312,7 +355,10 @@ def test_cli_benchmark_rejects_bad_options(benchmark_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 1 and "missing" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
-
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", str(data), "--out", str(tmp_path / "b"), "--shard", "2/2"])
+    assert exc.value.code == 2 and "0 <= I < N" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_pretraining_state(finished, tmp_path):

@@ -22,6 +22,10 @@ the intensity window (without labels: the voxels above -500 HU). Layout of ``out
 A cell without ``cell.json`` was interrupted: it resumes from its last checkpoint (``resume.pt``, bit for
 bit as if never stopped) when its saved fine-tuning settings and initialisation are this cell's, and
 restarts from scratch otherwise, so a rerun of the same command finishes exactly the missing work.
+
+Several processes or machines can share one benchmark folder: with ``shard=(i, n)`` a process trains
+only the cells ``i, i + n, i + 2n, ...`` of :meth:`BenchmarkConfig.cells`' order, once every pretraining
+run is finished (or supplied), and whichever shard finds every cell finished writes the report.
 """
 
 from __future__ import annotations
@@ -364,11 +368,24 @@ def _check_pretrained(name: str, path: str, config: BenchmarkConfig, modality: s
 @dataclass
 class BenchmarkRun:
     out: Path
-    cells: list[dict]
+    cells: list[dict]  # the finished cells (all of them once the report is written)
     pretraining: dict[str, dict]
     trained_cells: int
     trained_pretraining: int
-    statistics: dict  # per score ("test", "external"), as in results.json
+    statistics: dict | None  # per score ("test", "external"), as in results.json; None while another shard's cells are unfinished
+    unfinished: int = 0  # cells of other shards still to finish (0 without shards)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` as ``(I, N)``: shard ``I`` (from 0) of ``N``."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"a shard is I/N with 0 <= I < N, e.g. 0/2, got {text!r}")
+    return shard
 
 
 def run_benchmark(
@@ -380,8 +397,11 @@ def run_benchmark(
     progress: bool = True,
     command: str | None = None,
     notes: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> BenchmarkRun:
-    """Run (or finish) the benchmark in ``out`` and write ``results.json``, ``report.md`` and the plots."""
+    """Run (or finish) the benchmark in ``out`` and write ``results.json``, ``report.md`` and the plots.
+
+    ``shard=(i, n)``: train only every ``n``-th cell from the ``i``-th (see the module docstring)."""
     from tqdm.auto import tqdm
 
     from .report import write_outputs
@@ -399,15 +419,20 @@ def run_benchmark(
 
     # Plan: which pretraining runs and cells still need work.
     pre_runs, pre_todo = _plan_pretraining(out, config, data)
+    if shard is not None and pre_todo:
+        raise VectorPoseError(f"{out}: the pretraining of {pre_todo[0][0]} is not finished; shards only fine-tune: run it first "
+                              "(without --shard, or `vectorpose pretrain` and --pretrained)")
     cells = config.cells()
+    mine = set(cells if shard is None else cells[shard[0]::shard[1]])
     done = {c: finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0])) for c in cells}
-    todo = [c for c in cells if done[c] is None]
+    todo = [c for c in cells if done[c] is None and c in mine]
     # A finished cell evaluated on another (or no) external set, or scored under other metric
     # conventions, only needs its evaluation redone.
-    rescore = [c for c in cells if done[c] is not None and (done[c].get("external_data") != external or not _scored_now(done[c]))]
+    rescore = [c for c in cells if c in mine and done[c] is not None
+               and (done[c].get("external_data") != external or not _scored_now(done[c]))]
 
-    total = len(pre_todo) + len(cells)
-    bar = tqdm(total=total, initial=len(cells) - len(todo), desc="benchmark", unit="job", disable=not progress, dynamic_ncols=True)
+    total = len(pre_todo) + len(mine)
+    bar = tqdm(total=total, initial=len(mine) - len(todo), desc="benchmark", unit="job", disable=not progress, dynamic_ncols=True)
     try:
         for m, resume in pre_todo:
             bar.set_postfix_str(f"pretraining {m}")
@@ -431,7 +456,13 @@ def run_benchmark(
         bar.close()
 
     pretraining = {m: _pretraining_info(p, out) for m, p in pre_runs.items()}
-    rows = [done[c] for c in cells]
+    for c in cells:  # what other shards finished meanwhile
+        if done[c] is None or c not in mine:
+            done[c] = finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0]))
+    rows = [done[c] for c in cells if done[c] is not None]
+    if len(rows) < len(cells):
+        return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
+                            statistics=None, unfinished=len(cells) - len(rows))
     results = write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
     return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
                         statistics=results["statistics"])
