@@ -423,13 +423,16 @@ def run_benchmark(
         raise VectorPoseError(f"{out}: the pretraining of {pre_todo[0][0]} is not finished; shards only fine-tune: run it first "
                               "(without --shard, or `vectorpose pretrain` and --pretrained)")
     cells = config.cells()
-    mine = set(cells if shard is None else cells[shard[0]::shard[1]])
-    done = {c: finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0])) for c in cells}
-    todo = [c for c in cells if done[c] is None and c in mine]
+    mine = cells if shard is None else cells[shard[0]::shard[1]]
+
+    def finished(c: tuple[str, float | int, int]) -> dict | None:
+        return finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0]))
+
+    done = {c: finished(c) for c in mine}
+    todo = [c for c in mine if done[c] is None]
     # A finished cell evaluated on another (or no) external set, or scored under other metric
     # conventions, only needs its evaluation redone.
-    rescore = [c for c in cells if c in mine and done[c] is not None
-               and (done[c].get("external_data") != external or not _scored_now(done[c]))]
+    rescore = [c for c in mine if done[c] is not None and (done[c].get("external_data") != external or not _scored_now(done[c]))]
 
     total = len(pre_todo) + len(mine)
     bar = tqdm(total=total, initial=len(mine) - len(todo), desc="benchmark", unit="job", disable=not progress, dynamic_ncols=True)
@@ -456,9 +459,9 @@ def run_benchmark(
         bar.close()
 
     pretraining = {m: _pretraining_info(p, out) for m, p in pre_runs.items()}
-    for c in cells:  # what other shards finished meanwhile
-        if done[c] is None or c not in mine:
-            done[c] = finished_cell(cell_dir(out, *c), config, c[1], c[2], pre_runs.get(c[0]))
+    for c in cells:  # the other shards' cells, as they are now
+        if c not in done:
+            done[c] = finished(c)
     rows = [done[c] for c in cells if done[c] is not None]
     if len(rows) < len(cells):
         return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
