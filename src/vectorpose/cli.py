@@ -268,7 +268,8 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
     result = run_finetune(data, out, config, init=init, modality=modality, cache_dir=cache, resume=resume, overwrite=overwrite,
                           progress=not quiet)
     click.echo(f"fine-tuned on {len(result.split.labelled)} labelled cases; best validation Dice {result.best_dice:.4f} at step "
-               f"{result.best_step}; model written to {out / 'model.safetensors'}")
+               f"{result.best_step}; the model of step {result.model_step} (validation Dice {result.model_dice:.4f}) written to "
+               f"{out / 'model.safetensors'}")
     verdict = result.convergence
     if verdict is not None and verdict.converged is False:
         click.echo(f"warning: validation Dice still rose by {verdict.late_gain:.3f} in the last quarter of the run (more than "

@@ -40,7 +40,11 @@ def test_finetune_from_scratch_writes_run(synthetic_dataset, cache_dir, tmp_path
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all("val/dice" in r for r in rows)
     _, meta = load_model(out)
-    assert meta["task"] == "segmentation" and meta["num_classes"] == 3 and meta["step"] == result.best_step
+    # the final model is kept: model.* holds the last step's weights, as last.* does
+    assert meta["task"] == "segmentation" and meta["num_classes"] == 3 and meta["step"] == result.model_step == 4
+    assert meta["val_dice"] == pytest.approx(rows[-1]["val/dice"])
+    kept, last = load_model(out)[0], load_model(out / "last.safetensors")[0]
+    assert all(torch.equal(kept[k], last[k]) for k in last)
     split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert len(split["labelled"]) == 2 and not set(split["labelled"]) & set(split["test"])
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
@@ -117,15 +121,32 @@ def test_end_to_end_on_real_hippocampus(hippocampus, cache_dir, tmp_path):
         assert set(np.unique(np.asarray(nib.load(str(written)).dataobj))) <= {0, 1, 2}
 
 
-RECIPE = ("foreground_sampling", "dice_background", "warmup", "augmentation", "deep_supervision")
+RECIPE = ("foreground_sampling", "dice_background", "warmup", "augmentation", "deep_supervision", "keep")
 
 
 def test_config_written_before_a_setting_keeps_its_recipe():
     new = FinetuneConfig()
-    assert [getattr(new, k) for k in RECIPE] == ["class", False, 0.05, "nnunet", True]
+    assert [getattr(new, k) for k in RECIPE] == ["class", False, 0.05, "nnunet", True, "final"]
     assert FinetuneConfig.from_json(new.to_json()) == new
     legacy = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in RECIPE})
-    assert [getattr(legacy, k) for k in RECIPE] == ["voxel", True, 0.0, "light", False]
+    assert [getattr(legacy, k) for k in RECIPE] == ["voxel", True, 0.0, "light", False, "best"]
+
+
+@pytest.mark.parametrize("keep, step", [("final", 4), ("best", 2)])
+def test_kept_model_is_the_final_or_the_best_validation_round(synthetic_dataset, cache_dir, tmp_path, monkeypatch, keep, step):
+    import vectorpose.training.finetune as ft
+
+    # validation rounds at steps 1..4 score these means: the best is step 2's, the final step 4's
+    scores = iter([[0.5, 0.5], [0.9, 0.9], [0.3, 0.3], [0.1, 0.1]])
+    monkeypatch.setattr(ft, "validation_class_dice", lambda *args: next(scores))
+    out = tmp_path / keep
+    result = finetune(synthetic_dataset, out, FinetuneConfig(labelled=2, keep=keep, **(FAST | {"val_every": 1})), cache_dir=cache_dir,
+                      progress=False)
+    _, meta = load_model(out)
+    assert (meta["step"], meta["val_dice"]) == (step, {4: 0.1, 2: 0.9}[step])
+    assert (result.model_step, result.best_step, result.best_dice) == (step, 2, 0.9)
+    with pytest.raises(ValueError, match="keep must be one of"):
+        FinetuneConfig(keep="last")
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine(synthetic_dataset, cache_dir, tmp_path):
@@ -154,7 +175,7 @@ def numpy_dice_ce(logits: np.ndarray, label: np.ndarray, dice_background: bool) 
 def test_loss_against_a_numpy_dice_and_cross_entropy(tmp_path, dice_background):
     torch.manual_seed(0)
     network = SegmentationNetwork(SMALL, 3)
-    task = SegmentationTask(tmp_path, network, [], 0, [], (8, 8, 8), 3, torch.device("cpu"), lambda **_: {}, dice_background, ["a", "b"])
+    task = SegmentationTask(tmp_path, network, [], 0, [], (8, 8, 8), 3, torch.device("cpu"), lambda **_: {}, dice_background, ["a", "b"], "final", 1)
     image = torch.randn(2, 1, 8, 8, 8)
     label = torch.randint(0, 3, (2, 1, 8, 8, 8))
     loss = float(task.losses({"image": image, "label": label}, step=1)["dice_ce"].detach())
@@ -168,7 +189,7 @@ def test_deep_supervision_loss_against_strided_labels(tmp_path):
     torch.manual_seed(0)
     backbone = BackboneConfig(channels=(4, 8, 16, 32, 64))
     network = SegmentationNetwork(backbone, 3, deep_supervision=True)
-    task = SegmentationTask(tmp_path, network, [], 0, [], (32, 32, 32), 3, torch.device("cpu"), lambda **_: {}, False, ["a", "b"])
+    task = SegmentationTask(tmp_path, network, [], 0, [], (32, 32, 32), 3, torch.device("cpu"), lambda **_: {}, False, ["a", "b"], "final", 1)
     image = torch.randn(2, 1, 32, 32, 32)
     label = torch.randint(0, 3, (2, 1, 32, 32, 32))
     loss = float(task.losses({"image": image, "label": label}, step=1)["dice_ce"].detach())

@@ -116,7 +116,7 @@ def _tables(rows: list[dict], stats: dict) -> str:
 def _cells_table(rows: list[dict], score: str) -> str:
     names = list(next(r[score] for r in rows if r.get(score))["per_class"])
     lines = ["| method | fraction | labelled | seed | mean Dice | " + " | ".join(f"{n} Dice" for n in names)
-             + " | mean HD95 (mm) | val Dice | best step | converged | fine-tune time |",
+             + " | mean HD95 (mm) | val Dice | model step | converged | fine-tune time |",
              "|---" * (10 + len(names)) + "|"]
     for r in rows:
         s = r.get(score)
@@ -126,7 +126,7 @@ def _cells_table(rows: list[dict], score: str) -> str:
         time_min = f"{r['finetune_s'] / 60:.1f} min"
         hd95 = "n/a" if s["mean_hd95"] is None else f"{s['mean_hd95']:.2f}"
         lines.append(f"| {r['method']} | {r['fraction']:.3g} | {r['labelled']} | {r['seed']} | {_fmt(s['mean_dice'])} | {per} | "
-                     f"{hd95} | {_fmt(r['val_dice'])} | {r['best_step']} | {_converged(r)} | {time_min} |")
+                     f"{hd95} | {_fmt(r['val_dice'])} | {r.get('model_step', r['best_step'])} | {_converged(r)} | {time_min} |")
     return "\n".join(lines)
 
 
@@ -297,6 +297,7 @@ def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: 
     patch = "×".join(str(v) for v in plan.get("patch_size") or recipe["patch_size"] or ["(automatic)"])
     batch = plan.get("batch_size") or recipe["batch_size"]
     spacing = "each scan's own grid" if not plan.get("spacing") else "×".join(f"{v:.3g}" for v in plan["spacing"]) + " mm voxels"
+    kept = "the best validation" if recipe.get("keep", "best") == "best" else "the final"
     split = (f"the fixed test split `{config.split}` and a validation split drawn by" if config.split else "a fixed test and validation split of")
     pre_rows = []
     for m, p in pretraining.items():
@@ -326,7 +327,7 @@ NumPy {info['numpy']}, Python {info['python']}.
 
 Each (method, amount of labels, seed) cell fine-tunes with the same recipe: {recipe['steps']} steps, batch {batch} of {patch} patches at {spacing},
 AdamW lr {recipe['lr']} (cosine), Dice + cross-entropy, `{recipe['transfer']}` transfer of pretrained weights, validation every
-{recipe['val_every']} steps with the best validation model kept; {split} split seed {recipe['split_seed']}; seed `s` draws the
+{recipe['val_every']} steps, {kept} model tested; {split} split seed {recipe['split_seed']}; seed `s` draws the
 labelled cases, nested across amounts, and seeds the new weights and the patch stream, the same for
 every method). Dice is the mean over foreground classes of each class's mean over the test cases that
 have it in the label map or the prediction (nnU-Net's convention); tables give mean ± sample standard

@@ -537,7 +537,8 @@ def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, amoun
     cell = {
         "method": method, "fraction": amount / len(result.split.pool) if isinstance(amount, int) else amount, "seed": seed,
         "labelled": len(result.split.labelled),
-        "val_dice": result.best_dice if math.isfinite(result.best_dice) else None, "best_step": result.best_step,
+        "val_dice": result.model_dice if math.isfinite(result.model_dice) else None, "model_step": result.model_step,
+        "best_step": result.best_step,
         "converged": result.convergence.converged, "late_gain": result.convergence.late_gain,
         "collapsed": list(result.convergence.collapsed), "rising": list(result.convergence.rising),
         "finetune_s": time.perf_counter() - t0 + earlier_sittings_s(path / METRICS_FILE), "init": _init_name(init),

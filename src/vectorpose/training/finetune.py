@@ -3,7 +3,7 @@
 Recipe: Dice (over the foreground classes) + cross-entropy (MONAI ``DiceCELoss``, batch Dice),
 class-balanced foreground-oversampled patches with MONAI augmentation, AdamW with a linear warm-up
 then cosine decay, periodic validation Dice per class by sliding-window inference on the validation
-split, and the best and last models saved as safetensors + JSON.
+split, and the final model kept as safetensors + JSON (``keep="best"``: the best validation model).
 
 With ``init``, the backbone architecture and the preprocessing come from the pretrained model's
 metadata, and ``transfer`` chooses what is loaded: ``encoder`` (encoder + bottleneck) or ``all``
@@ -15,9 +15,9 @@ transferred layers train, on the validation split.
 The steps, logs, checkpoints and resume are :class:`~vectorpose.training.loop.TrainingLoop`'s; this
 module adds :class:`SegmentationTask` (the loss, validation and model files) and what comes before.
 
-Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (best validation Dice),
-``last.*``, ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json``
-(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter,
+Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (the kept weights: the last
+step's, or with ``keep="best"`` those of the best validation Dice), ``last.*`` (the newest checkpoint),
+``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json`` (:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter,
 which classes collapsed: validation Dice near 0 through the whole last quarter, and which still rose).
 """
 
@@ -65,10 +65,13 @@ SPLIT_FILE = "split.json"
 PLAN_FILE = "plan.json"
 TRANSFER_FILE = "transfer.json"
 CONVERGENCE_FILE = "convergence.json"
+# Which weights become model.*: the last step's, as nnU-Net tests its final checkpoint, or the best
+# validation Dice's, which few validation cases make noisy (a single early round can win).
+KEEP_CHOICES = ("final", "best")
 
 # What a config.json written before a setting existed had run with: reading one back keeps its recipe.
 RECIPE_BEFORE_SETTING = {"foreground_sampling": "voxel", "dice_background": True, "warmup": 0.0, "augmentation": "light",
-                         "deep_supervision": False, "spacing": "native", "ct_window": "-1000,1000"}
+                         "deep_supervision": False, "spacing": "native", "ct_window": "-1000,1000", "keep": "best"}
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class FinetuneConfig:
                                 choices=AUGMENTATIONS)
     flip_axes: tuple[int, ...] | None = None
     val_every: int = setting(100, "Steps between validation rounds.")
+    keep: str = setting("final", "Which weights become model.*: final (the last step's, as nnU-Net) or best (the best validation "
+                                 "Dice; noisy when the validation split has few cases).", choices=KEEP_CHOICES)
     log_every: int = setting(10, "Steps between log rows.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(0, "DataLoader worker processes.")
@@ -139,6 +144,8 @@ class FinetuneConfig:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
         if self.foreground_sampling not in FOREGROUND_SAMPLING:
@@ -176,9 +183,11 @@ class FinetuneConfig:
 class FinetuneResult:
     network: SegmentationNetwork
     run_dir: Path
-    best_dice: float
+    best_dice: float  # the best validation Dice, and its step
     best_step: int
     split: Split
+    model_dice: float  # the validation Dice and step of the weights in model.* (see ``FinetuneConfig.keep``)
+    model_step: int
     transfer: TransferReport | None = None
     history: list[dict] = field(default_factory=list)
     convergence: Convergence | None = None
@@ -271,10 +280,12 @@ def finetune(
                                  plan.labels, plan.flip_axes, init=init_name)
     task = SegmentationTask(out, network, [p for n, p in network.named_parameters() if n in transferred], config.freeze_steps,
                             plan.validation, plan.patch, plan.num_classes, device, metadata, config.dice_background,
-                            [plan.labels.get(c, f"class {c}") for c in range(1, plan.num_classes)])
+                            [plan.labels.get(c, f"class {c}") for c in range(1, plan.num_classes)], config.keep, config.steps)
     if resume:
         state = loop.resume()
         task.best_dice, task.best_step = float(state["best_dice"]), int(state["best_step"])
+        # a run saved before model_* existed kept its best model
+        task.model_dice, task.model_step = float(state.get("model_dice", task.best_dice)), int(state.get("model_step", task.best_step))
     samples = SegmentationDataset(plan.training, plan.patch, config.seed, config.foreground_prob, flip_axes=plan.flip_axes,
                                   foreground_sampling=config.foreground_sampling, augmentation_name=config.augmentation)
     loader = step_loader(samples, plan.run_plan.batch, loop.start, config.steps, config.seed, config.workers, device)
@@ -283,7 +294,7 @@ def finetune(
     verdict = convergence(curve, config.steps, classes=classes)
     write_json(out / CONVERGENCE_FILE, verdict.to_json())
     return FinetuneResult(network=network, run_dir=out, best_dice=task.best_dice, best_step=task.best_step, split=plan.split,
-                          transfer=report, history=result.history, convergence=verdict)
+                          model_dice=task.model_dice, model_step=task.model_step, transfer=report, history=result.history, convergence=verdict)
 
 
 def check_finetuning_folder(out: Path, config: FinetuneConfig, init: str | None, resume: bool, overwrite: bool) -> None:
@@ -426,22 +437,26 @@ class SegmentationTask(TrainingTask):
     """Fine-tuning's part of the loop: Dice (foreground classes only unless ``dice_background``) +
     cross-entropy (with deep supervision, the weighted sum over the output levels, the label map
     down-sampled by nearest neighbour to each; weights ``2^-k``, normalised to sum to 1), with the
-    ``transferred`` parameters frozen for the first ``freeze_steps`` steps; at each scheduled checkpoint the validation Dice (mean and per class, ``val/dice/<class name>``),
-    ``model.*`` when the mean is the best so far (every time without validation cases), and ``last.*``."""
+    ``transferred`` parameters frozen for the first ``freeze_steps`` steps; at each scheduled checkpoint the validation Dice
+    (mean and per class, ``val/dice/<class name>``) and ``last.*``; ``model.*`` at step ``steps`` (``keep="final"``), or
+    whenever the mean is the best so far (``keep="best"``; every time without validation cases)."""
 
     loss_key = "dice_ce"
     progress_keys = ("dice_ce", "val/dice")
 
     def __init__(self, out: Path, network: SegmentationNetwork, transferred: list[torch.nn.Parameter], freeze_steps: int,
                  validation: list[PreprocessedVolume], patch: tuple[int, int, int], num_classes: int, device: torch.device,
-                 metadata: Callable[..., dict], dice_background: bool, class_names: list[str]):
+                 metadata: Callable[..., dict], dice_background: bool, class_names: list[str], keep: str, steps: int):
         if len(class_names) != num_classes - 1:
             raise ValueError(f"need a name for each of the {num_classes - 1} foreground classes, got {len(class_names)}")
+        if keep not in KEEP_CHOICES or steps < 1:
+            raise ValueError(f"keep must be one of {KEEP_CHOICES} and steps positive, got {keep!r}, {steps}")
         self.out, self.network, self.transferred, self.freeze_steps = out, network, transferred, freeze_steps
         self.validation, self.patch, self.num_classes, self.device, self.metadata = validation, patch, num_classes, device, metadata
-        self.class_names = class_names
+        self.class_names, self.keep, self.steps = class_names, keep, steps
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=dice_background)
         self.best_dice, self.best_step = -1.0, 0
+        self.model_dice, self.model_step = float("nan"), 0
 
     def losses(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         frozen = step <= self.freeze_steps
@@ -463,12 +478,15 @@ class SegmentationTask(TrainingTask):
         per_class = validation_class_dice(self.network, self.validation, self.patch, self.num_classes, self.device) if self.validation else []
         scored = [d for d in per_class if math.isfinite(d)]
         dice = float(np.mean(scored)) if scored else float("nan")
-        if not self.validation or dice > self.best_dice:
+        best = not self.validation or dice > self.best_dice
+        if best:
             self.best_dice, self.best_step = dice, step
+        if (best and self.keep == "best") or (step == self.steps and self.keep == "final"):
+            self.model_dice, self.model_step = dice, step
             save_model(self.out, state, self.metadata(step=step, val_dice=dice))
         save_model(self.out, state, self.metadata(step=step, val_dice=dice), name="last")
         # a class no validation case scores has no column in this row
         return {MEAN_KEY: dice, **{f"{CLASS_PREFIX}{name}": d for name, d in zip(self.class_names, per_class) if math.isfinite(d)}}
 
     def resume_state(self) -> dict:
-        return {"best_dice": self.best_dice, "best_step": self.best_step}
+        return {"best_dice": self.best_dice, "best_step": self.best_step, "model_dice": self.model_dice, "model_step": self.model_step}

@@ -1,0 +1,86 @@
+"""Which weights should a few-label run keep: those of its best validation round, or its final ones?
+
+Scores two models of each fine-tuning run on the cases of its training pool whose labels the run did
+not use (neither its test nor its validation split, so nothing here is tuned on a test split):
+`model.*` (the best validation round, for runs made with `--keep best` or before that option existed)
+and `last.*` (the final step). Dice per class as `vectorpose evaluate` scores it, with test-time mirroring,
+without HD95. Prints one Markdown row per run and model, then the mean paired difference (final − best).
+
+    python benchmarks/checkpoint_choice.py DATA RUN... [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from vectorpose.data.datasets import Dataset, load_dataset
+from vectorpose.data.preprocessing import preprocess_dataset
+from vectorpose.inference.evaluate import recorded_split
+from vectorpose.inference.metrics import case_metrics, summarise
+from vectorpose.inference.predictor import load_predictor
+from vectorpose.models.files import load_model
+
+MODELS = {"best validation": "model.safetensors", "final": "last.safetensors"}
+
+
+def unused_cases(run: Path) -> list[str]:
+    """The training pool's cases whose labels ``run`` did not train on."""
+    split = recorded_split(run)
+    return [c for c in split.pool if c not in set(split.labelled)]
+
+
+def score(model: Path, dataset: Dataset, ids: list[str]) -> dict:
+    predictor = load_predictor(model)
+    labelled = {c.case_id: c for c in dataset.labelled}
+    subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
+    volumes, _ = preprocess_dataset(subset, replace(predictor.preprocessing, spacing=None))
+    names, rows = predictor.class_names, []
+    for v in volumes:
+        predicted = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing)
+        dice = case_metrics(predicted, np.asarray(v.label()), predictor.num_classes, hd95=False)["dice"]
+        rows.append({"dice": dict(zip(names, dice)), "hd95": dict.fromkeys(names)})
+    return summarise(rows, names)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="the MSD folder the runs were trained on")
+    parser.add_argument("runs", nargs="+", type=Path, help="fine-tuning run folders that hold model.* and last.*")
+    parser.add_argument("--json", type=Path, help="also write every score here")
+    args = parser.parse_args()
+    dataset = load_dataset(args.data)
+    results, names = [], None
+    for run in args.runs:
+        ids = unused_cases(run)
+        if not ids:
+            raise SystemExit(f"{run}: every case of its training pool is labelled; no unused case to score on")
+        entry = {"run": str(run), "cases": len(ids), "models": {}}
+        for kind, file in MODELS.items():
+            _, meta = load_model(run / file)
+            summary = score(run / file, dataset, ids)
+            names = list(summary["per_class"])
+            entry["models"][kind] = {"step": meta["step"], "mean_dice": summary["mean_dice"],
+                                     "per_class": {n: summary["per_class"][n]["dice"] for n in names}}
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    print(f"\n| run | cases | model | step | mean Dice | {' | '.join(names)} |")
+    print("|---|---:|---|---:|---:|" + "---:|" * len(names))
+    for e in results:
+        for kind, m in e["models"].items():
+            per = " | ".join(f"{m['per_class'][n]:.3f}" for n in names)
+            print(f"| {e['run']} | {e['cases']} | {kind} | {m['step']} | {m['mean_dice']:.4f} | {per} |")
+    diffs = [e["models"]["final"]["mean_dice"] - e["models"]["best validation"]["mean_dice"] for e in results]
+    print(f"\nfinal − best validation, mean over {len(diffs)} runs: {np.mean(diffs):+.4f} "
+          f"(range {min(diffs):+.4f} to {max(diffs):+.4f}; final higher in {sum(d > 0 for d in diffs)}, equal in "
+          f"{sum(d == 0 for d in diffs)})")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
