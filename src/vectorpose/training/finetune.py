@@ -17,7 +17,8 @@ module adds :class:`SegmentationTask` (the loss, validation and model files) and
 
 Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (the kept weights: the last
 step's, or with ``keep="best"`` those of the best validation Dice), ``last.*`` (the newest checkpoint),
-``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json`` (:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter,
+``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json``
+(:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter,
 which classes collapsed: validation Dice near 0 through the whole last quarter, and which still rose).
 """
 
