@@ -20,10 +20,9 @@ import numpy as np
 
 from vectorpose.data.datasets import Dataset, load_dataset
 from vectorpose.data.preprocessing import preprocess_dataset
-from vectorpose.inference.evaluate import recorded_split
-from vectorpose.inference.metrics import case_metrics, summarise
-from vectorpose.inference.predictor import load_predictor
-from vectorpose.models.files import load_model
+from vectorpose.inference.evaluate import recorded_split, score_volumes
+from vectorpose.inference.metrics import summarise
+from vectorpose.inference.predictor import load_segmenter
 
 MODELS = {"best validation": "model.safetensors", "final": "last.safetensors"}
 
@@ -34,17 +33,19 @@ def unused_cases(run: Path) -> list[str]:
     return [c for c in split.pool if c not in set(split.labelled)]
 
 
-def score(model: Path, dataset: Dataset, ids: list[str]) -> dict:
-    predictor = load_predictor(model)
+def score_run(run: Path, dataset: Dataset, ids: list[str]) -> dict:
+    """Step and Dice (mean and per class) of each of the run's two models on the cases ``ids``; both models
+    normalise scans alike (one run), so the cases are read and normalised once."""
+    models = {kind: load_segmenter(run / file) for kind, file in MODELS.items()}
     labelled = {c.case_id: c for c in dataset.labelled}
     subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
-    volumes, _ = preprocess_dataset(subset, replace(predictor.preprocessing, spacing=None))
-    names, rows = predictor.class_names, []
-    for v in volumes:
-        predicted = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing)
-        dice = case_metrics(predicted, np.asarray(v.label()), predictor.num_classes, hd95=False)["dice"]
-        rows.append({"dice": dict(zip(names, dice)), "hd95": dict.fromkeys(names)})
-    return summarise(rows, names)
+    volumes, _ = preprocess_dataset(subset, replace(models["final"].preprocessing, spacing=None))
+    scores = {}
+    for kind, model in models.items():
+        summary = summarise(score_volumes(model, volumes, hd95=False), model.class_names)
+        scores[kind] = {"step": model.metadata["step"], "mean_dice": summary["mean_dice"],
+                        "per_class": {n: c["dice"] for n, c in summary["per_class"].items()}}
+    return scores
 
 
 def main() -> None:
@@ -59,13 +60,8 @@ def main() -> None:
         ids = unused_cases(run)
         if not ids:
             raise SystemExit(f"{run}: every case of its training pool is labelled; no unused case to score on")
-        entry = {"run": str(run), "cases": len(ids), "models": {}}
-        for kind, file in MODELS.items():
-            _, meta = load_model(run / file)
-            summary = score(run / file, dataset, ids)
-            names = list(summary["per_class"])
-            entry["models"][kind] = {"step": meta["step"], "mean_dice": summary["mean_dice"],
-                                     "per_class": {n: summary["per_class"][n]["dice"] for n in names}}
+        entry = {"run": str(run), "cases": len(ids), "models": score_run(run, dataset, ids)}
+        names = list(entry["models"]["final"]["per_class"])
         results.append(entry)
         print(json.dumps(entry), flush=True)
     print(f"\n| run | cases | model | step | mean Dice | {' | '.join(names)} |")

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import Dataset, load_dataset
-from ..data.preprocessing import preprocess_dataset
+from ..data.preprocessing import PreprocessedVolume, preprocess_dataset
 from ..data.splits import Split
 from ..data.validation import check_label_values
 from ..errors import DataError, VectorPoseError
 from ..models.files import model_paths
 from ..utils.files import write_json
 from .metrics import METRICS_VERSION, case_metrics, summarise
-from .predictor import load_predictor
+from .predictor import LabelPredictor, load_predictor
 
 
 def recorded_split(model: str | Path) -> Split:
@@ -69,24 +69,32 @@ def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: st
     volumes, _ = preprocess_dataset(subset, replace(predictor.preprocessing, spacing=None), cache_dir, progress=progress)
     declared = dataset.labels or {c: f"class {c}" for c in range(predictor.num_classes)}
     check_label_values(volumes, declared)
-    names = predictor.class_names
-    rows = []
-    for v in volumes:
-        pred = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing)
-        m = case_metrics(pred, np.asarray(v.label()), predictor.num_classes, v.geometry.spacing)
-        rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": dict(zip(names, m["hd95"]))})
+    rows = score_volumes(predictor, volumes)
     result = {
         "models": [{"path": str(Path(member.path).resolve()), "mirror_axes": list(member.mirror_axes)} for member in predictor.members],
         "data": str(Path(data).resolve()),
         "cases_from": "all" if all_cases else "test split",
         "num_cases": len(rows),
         "metrics_version": METRICS_VERSION,
-        **summarise(rows, names),
+        **summarise(rows, predictor.class_names),
         "cases": rows,
     }
     if out is not None:
         write_json(out, result)
     return result
+
+
+def score_volumes(predictor: LabelPredictor, volumes: Sequence[PreprocessedVolume], hd95: bool = True) -> list[dict]:
+    """One row per labelled volume (each normalised, on its own grid): ``{"case_id", "dice", "hd95"}``, the
+    last two by class name, as :func:`~vectorpose.inference.metrics.summarise` reads them (HD95 ``None``
+    without ``hd95``)."""
+    names, rows = predictor.class_names, []
+    for v in volumes:
+        pred = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing)
+        m = case_metrics(pred, np.asarray(v.label()), predictor.num_classes, v.geometry.spacing, hd95=hd95)
+        distances = dict(zip(names, m["hd95"])) if hd95 else dict.fromkeys(names)
+        rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": distances})
+    return rows
 
 
 def format_table(result: dict) -> str:
