@@ -276,10 +276,10 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
                    f"{verdict.tolerance}); it has not converged: give more --steps", err=True)
     if verdict is not None and verdict.collapsed:
         click.echo(f"warning: collapse: validation Dice of {', '.join(verdict.collapsed)} stayed below {COLLAPSE_DICE} through the last "
-                   f"quarter of the run (the network predicts background there); see {out / 'metrics.jsonl'}", err=True)
+                   f"quarter of the run (the network labels those voxels as background or as another class); see {out / 'metrics.jsonl'}", err=True)
     if verdict is not None and verdict.rising:
         click.echo(f"warning: validation Dice of {', '.join(verdict.rising)} still rose by more than {verdict.tolerance} in the last "
-                   "quarter of the run: more --steps may still raise them", err=True)
+                   f"quarter of the run: more --steps may still raise {'it' if len(verdict.rising) == 1 else 'them'}", err=True)
 
 
 @cli.command()
