@@ -48,9 +48,10 @@ def torchrun_command(data: Path, out: Path, cache: Path, *extra: str) -> list[st
 
 
 def child_env() -> dict:
-    # one thread per process: two processes share the 2 cores of a small test machine
+    # one thread per process: two processes share the 2 cores of a small test machine; a worker that
+    # aborts in native code prints where its Python threads were, into the stderr a failure shows
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return env | {"OMP_NUM_THREADS": "1"}
+    return env | {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def torchrun(data: Path, out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
