@@ -19,6 +19,7 @@ import numpy as np
 
 from vectorpose.data.datasets import Dataset, load_dataset
 from vectorpose.data.preprocessing import preprocess_dataset
+from vectorpose.inference.metrics import confusion_counts
 from vectorpose.inference.predictor import load_segmenter
 
 
@@ -31,12 +32,8 @@ def confusion(model: Path, dataset: Dataset, ids: list[str]) -> tuple[list[str],
         raise SystemExit(f"{dataset.root}: no labelled case {', '.join(missing)}")
     subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
     volumes, _ = preprocess_dataset(subset, replace(segmenter.preprocessing, spacing=None))
-    k = segmenter.num_classes
-    counts = np.zeros((k, k), dtype=np.int64)
-    for v in volumes:
-        truth = np.asarray(v.label()).astype(np.int64).ravel()
-        predicted = segmenter.predict_array(np.asarray(v.image()), v.geometry.spacing).astype(np.int64).ravel()
-        counts += np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+    counts = sum(confusion_counts(segmenter.predict_array(np.asarray(v.image()), v.geometry.spacing), np.asarray(v.label()),
+                                  segmenter.num_classes) for v in volumes)
     return ["background", *segmenter.class_names], counts
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vectorpose.inference.metrics import case_metrics, summarise
+from vectorpose.inference.metrics import case_metrics, confusion_counts, summarise
 
 
 def volume():
@@ -51,6 +51,29 @@ def test_class_predicted_where_the_reference_has_none_scores_zero():
     ref, pred = volume(), volume()
     pred[4:6, 4:6, 4:6] = 1
     assert case_metrics(pred, ref, 2) == {"dice": [0.0], "hd95": [None]}
+
+
+def test_confusion_counts_against_a_voxel_loop():
+    rng = np.random.default_rng(0)
+    ref, pred = rng.integers(0, 4, (6, 5, 7)), rng.integers(0, 4, (6, 5, 7))
+    expected = np.zeros((4, 4), dtype=np.int64)
+    for t, p in zip(ref.ravel(), pred.ravel()):
+        expected[t, p] += 1
+    counts = confusion_counts(pred, ref, 4)
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.sum() == ref.size and counts.dtype == np.int64
+
+
+def test_confusion_counts_of_a_class_labelled_as_another():
+    ref, pred = volume(), volume()
+    ref[2:4, 2:4, 2:4] = 2  # 8 voxels of class 2, all predicted as class 1
+    pred[2:4, 2:4, 2:4] = 1
+    counts = confusion_counts(pred, ref, 3)
+    assert counts[2].tolist() == [0, 8, 0] and counts[0].tolist() == [12**3 - 8, 0, 0] and counts[1].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="0..2"):
+        confusion_counts(pred + 2, ref, 3)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_counts(pred[:-1], ref, 3)
 
 
 def test_summary_averages_and_counts_undefined():

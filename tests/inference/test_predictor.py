@@ -200,12 +200,16 @@ def test_evaluate_scores_the_ensemble_on_the_shared_split(tmp_path, synthetic_da
     assert code == 0 and "(2 cases, test split)" in out
     result = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert [m["path"] for m in result["models"]] == [str(a.resolve()), str(b.resolve())]
-    # the ensemble's Dice, recomputed from its label maps by NumPy
+    # the ensemble's Dice and voxel confusion, recomputed from its label maps by NumPy
     ensemble = load_predictor([a, b])
+    k = ensemble.num_classes
+    assert result["confusion"]["classes"] == ["background", *ensemble.class_names]
+    assert np.array_equal(result["confusion"]["counts"], np.sum([case["confusion"] for case in result["cases"]], axis=0))
     for case in result["cases"]:
         [written] = predict([a, b], synthetic_dataset / "imagesTr" / f"{case['case_id']}.nii.gz", tmp_path / f"{case['case_id']}.nii.gz")
         predicted = np.asarray(nib.load(str(written)).dataobj)
         truth = np.asarray(nib.load(str(synthetic_dataset / "labelsTr" / f"{case['case_id']}.nii.gz")).dataobj)
+        assert case["confusion"] == [[int(((truth == t) & (predicted == p)).sum()) for p in range(k)] for t in range(k)]
         for c, name in enumerate(ensemble.class_names, start=1):
             p, t = predicted == c, truth == c
             if p.sum() + t.sum():

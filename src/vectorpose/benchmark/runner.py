@@ -247,7 +247,7 @@ def pretraining_state(path: Path, config: PretrainConfig, data: Path) -> str:
 
 def _summary(result: dict) -> dict:
     return {"num_cases": result["num_cases"], "metrics_version": result["metrics_version"], "mean_dice": result["mean_dice"],
-            "mean_hd95": result["mean_hd95"], "per_class": result["per_class"]}
+            "mean_hd95": result["mean_hd95"], "per_class": result["per_class"], "confusion": result["confusion"]}
 
 
 def _scored_now(cell: dict) -> bool:

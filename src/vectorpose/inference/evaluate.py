@@ -16,7 +16,7 @@ from ..data.validation import check_label_values
 from ..errors import DataError, VectorPoseError
 from ..models.files import model_paths
 from ..utils.files import write_json
-from .metrics import METRICS_VERSION, case_metrics, summarise
+from .metrics import METRICS_VERSION, case_metrics, confusion_counts, summarise
 from .predictor import LabelPredictor, load_predictor
 
 
@@ -35,7 +35,8 @@ def recorded_split(model: str | Path) -> Split:
 def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: str | Path | None = None, all_cases: bool = False,
              device: str = "cpu", cache_dir: str | Path | None = None, overwrite: bool = False, progress: bool = False,
              mirror: bool = True) -> dict:
-    """Dice and HD95 of ``model`` on the test split (or ``all_cases``) of ``data``; writes ``out`` as JSON.
+    """Dice and HD95 of ``model`` on the test split (or ``all_cases``) of ``data``, and the voxel confusion
+    counts summed over the cases; writes ``out`` as JSON.
 
     ``model``: one model, or several scored as one ensemble (the mean of their probabilities); their runs
     must record the same test split. ``mirror``: average over mirrored copies on the axes training
@@ -77,6 +78,7 @@ def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: st
         "num_cases": len(rows),
         "metrics_version": METRICS_VERSION,
         **summarise(rows, predictor.class_names),
+        "confusion": summed_confusion(rows, predictor.class_names),
         "cases": rows,
     }
     if out is not None:
@@ -85,16 +87,25 @@ def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: st
 
 
 def score_volumes(predictor: LabelPredictor, volumes: Sequence[PreprocessedVolume], hd95: bool = True) -> list[dict]:
-    """One row per labelled volume (each normalised, on its own grid): ``{"case_id", "dice", "hd95"}``, the
-    last two by class name, as :func:`~vectorpose.inference.metrics.summarise` reads them (HD95 ``None``
-    without ``hd95``)."""
+    """One row per labelled volume (each normalised, on its own grid): ``{"case_id", "dice", "hd95",
+    "confusion"}``; Dice and HD95 by class name, as :func:`~vectorpose.inference.metrics.summarise` reads
+    them (HD95 ``None`` without ``hd95``), and the voxel counts of
+    :func:`~vectorpose.inference.metrics.confusion_counts` as nested lists."""
     names, rows = predictor.class_names, []
     for v in volumes:
-        pred = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing)
-        m = case_metrics(pred, np.asarray(v.label()), predictor.num_classes, v.geometry.spacing, hd95=hd95)
+        pred, reference = predictor.predict_array(np.asarray(v.image()), v.geometry.spacing), np.asarray(v.label())
+        m = case_metrics(pred, reference, predictor.num_classes, v.geometry.spacing, hd95=hd95)
         distances = dict(zip(names, m["hd95"])) if hd95 else dict.fromkeys(names)
-        rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": distances})
+        rows.append({"case_id": v.case_id, "dice": dict(zip(names, m["dice"])), "hd95": distances,
+                     "confusion": confusion_counts(pred, reference, predictor.num_classes).tolist()})
     return rows
+
+
+def summed_confusion(rows: list[dict], class_names: list[str]) -> dict:
+    """``{"classes": ["background", *class_names], "counts": [[...]]}``: the rows' confusion counts summed
+    (row: the reference's class, column: the predicted one)."""
+    counts = np.sum([r["confusion"] for r in rows], axis=0, dtype=np.int64) if rows else np.zeros((len(class_names) + 1,) * 2, np.int64)
+    return {"classes": ["background", *class_names], "counts": counts.tolist()}
 
 
 def format_table(result: dict) -> str:

@@ -4,7 +4,8 @@ Conventions (nnU-Net's): a class absent from both prediction and reference is no
 case (Dice and HD95 ``None`` in JSON), so a scan without a gallbladder neither rewards nor punishes an
 empty prediction of it; a class present in only one of them has Dice 0 and an undefined HD95
 (``None``), which summaries count separately instead of averaging an infinity. Summaries average each
-class over the cases that score it, and the mean Dice over the classes.
+class over the cases that score it, and the mean Dice over the classes. The voxel confusion counts
+say where a class that scores Dice 0 went: to the background, or to another class.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, num_classes: int
         both = bool(pred[0, c + 1].any()) and bool(ref[0, c + 1].any())
         hds.append(float(hd[c]) if both and math.isfinite(float(hd[c])) else None)
     return {"dice": dices, "hd95": hds}
+
+
+def confusion_counts(prediction: np.ndarray, reference: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(num_classes, num_classes)`` int64 voxel counts: row ``t``, column ``p`` counts the voxels of
+    class ``t`` in ``reference`` that ``prediction`` labels ``p`` (background is row and column 0)."""
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
+    truth, predicted = np.asarray(reference, dtype=np.int64).ravel(), np.asarray(prediction, dtype=np.int64).ravel()
+    if truth.size and (min(truth.min(), predicted.min()) < 0 or max(truth.max(), predicted.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def summarise(rows: list[dict], class_names: list[str]) -> dict:
