@@ -16,6 +16,7 @@ from . import __version__
 from .benchmark.runner import BenchmarkConfig
 from .cli_settings import Settings, config_file_option, config_options, given
 from .errors import DatasetError, TrainingStopped, VectorPoseError
+from .inference.metrics import voxels_went_to
 from .models.backbone import BackboneConfig
 from .probe.runner import ProbeConfig
 from .training.convergence import COLLAPSE_DICE
@@ -275,8 +276,10 @@ def finetune(data: Path | None, out: Path, init: Path | None, settings: Settings
         click.echo(f"warning: validation Dice still rose by {verdict.late_gain:.3f} in the last quarter of the run (more than "
                    f"{verdict.tolerance}); it has not converged: give more --steps", err=True)
     if verdict is not None and verdict.collapsed:
+        went = [f"{name} as {to}" for name in verdict.collapsed if (to := voxels_went_to(verdict.validation_confusion, name))]
+        where = f"; the final weights label the validation voxels of {'; of '.join(went)}" if went else ""
         click.echo(f"warning: collapse: validation Dice of {', '.join(verdict.collapsed)} stayed below {COLLAPSE_DICE} through the last "
-                   f"quarter of the run (the network labels those voxels as background or as another class); see {out / 'metrics.jsonl'}", err=True)
+                   f"quarter of the run{where}; see {out / 'metrics.jsonl'}", err=True)
     if verdict is not None and verdict.rising:
         click.echo(f"warning: validation Dice of {', '.join(verdict.rising)} still rose by more than {verdict.tolerance} in the last "
                    f"quarter of the run: more --steps may still raise {'it' if len(verdict.rising) == 1 else 'them'}", err=True)

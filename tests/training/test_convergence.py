@@ -144,5 +144,20 @@ def test_a_run_made_to_collapse_is_named_in_the_verdict_and_the_warning(tmp_path
     saved = json.loads((tmp_path / "run" / "convergence.json").read_text(encoding="utf-8"))
     assert "right organ" in saved["collapsed"]
     assert "warning: collapse: validation Dice of" in err and "right organ" in err
+    # where the validation voxels went, recounted by NumPy from the label maps the final weights predict
+    # (model.*: the final step by default; the sided labels turn test-time mirroring off, as in validation)
+    from vectorpose.inference.predictor import predict
+
+    recorded = json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))["validation"]
+    expected = np.zeros((3, 3), dtype=np.int64)
+    for case in (c for c in load_dataset(data).labelled if c.case_id in recorded):
+        [written] = predict(tmp_path / "run", case.image, tmp_path / "pred" / f"{case.case_id}.nii.gz")
+        predicted, truth = np.asarray(nib.load(str(written)).dataobj), np.asarray(nib.load(str(case.label)).dataobj)
+        expected += [[int(((truth == t) & (predicted == p)).sum()) for p in range(3)] for t in range(3)]
+    confusion = saved["validation_confusion"]
+    assert confusion["classes"] == ["background", "left organ", "right organ"] and confusion["counts"] == expected.tolist()
+    shares = expected[2] / expected[2].sum()
+    top = int(np.argmax(shares))
+    assert f"right organ as {confusion['classes'][top]} {100 * shares[top]:.0f} %" in err
     # a class still rising in the last quarter is warned of exactly when the verdict names one
     assert ("in the last quarter of the run: more --steps may still raise" in err) is bool(saved["rising"])

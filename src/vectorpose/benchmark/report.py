@@ -15,6 +15,7 @@ import os
 import platform
 from pathlib import Path
 
+from ..inference.metrics import voxels_went_to
 from ..training.convergence import COLLAPSE_DICE, TOLERANCE
 from ..utils.files import atomic_write, write_json
 from .stats import paired_difference, summarise_values
@@ -175,21 +176,6 @@ def _seeds(seeds: list[int]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-def voxels_went_to(summary: dict, name: str, least: float = 0.05) -> str | None:
-    """Where the voxels of class ``name`` went in an evaluation ``summary`` with confusion counts, e.g.
-    ``"liver 57 %, background 42 %"``: every class given at least ``least`` of them, the largest share
-    first. ``None`` without counts (an evaluation older than them) or without such voxels."""
-    confusion = summary.get("confusion")
-    if not confusion or name not in confusion["classes"]:
-        return None
-    row = confusion["counts"][confusion["classes"].index(name)]
-    total = sum(row)
-    if not total:
-        return None
-    shares = sorted(((count / total, to) for to, count in zip(confusion["classes"], row) if count / total >= least), reverse=True)
-    return ", ".join(f"{to} {100 * share:.0f} %" for share, to in shares) or None
-
-
 def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
     """One line per (method, fraction, class) with a cell whose ``score`` Dice of that class is below
     ``COLLAPSE_DICE`` (the class was not learned), saying where that cell's voxels of the class went
@@ -206,7 +192,7 @@ def collapse_warnings(rows: list[dict], score: str = "test") -> list[str]:
             lost = sorted(s for s, d in dice.items() if d < COLLAPSE_DICE)
             if not lost:
                 continue
-            went = {r["seed"]: voxels_went_to(r[score], name) for r in cells if r["seed"] in lost}
+            went = {r["seed"]: voxels_went_to(r[score].get("confusion"), name) for r in cells if r["seed"] in lost}
             where = "".join(f"; seed {s}'s {name} voxels were labelled {went[s]}" for s in lost if went[s])
             learned = ", ".join(f"{s} ({d:.2f})" for s, d in sorted(dice.items()) if d >= COLLAPSE_DICE)
             out.append(f"{setting}: {name} not learned (Dice below {COLLAPSE_DICE}) with {_seeds(lost)}{where}"

@@ -66,6 +66,20 @@ def confusion_counts(prediction: np.ndarray, reference: np.ndarray, num_classes:
     return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def voxels_went_to(confusion: dict | None, name: str, least: float = 0.05) -> str | None:
+    """Where the reference's voxels of class ``name`` went, from ``{"classes", "counts"}`` confusion counts,
+    e.g. ``"liver 57 %, background 42 %"``: every class given at least ``least`` of them, the largest share
+    first. ``None`` without counts (an evaluation older than them) or without voxels of the class."""
+    if not confusion or name not in confusion["classes"]:
+        return None
+    row = confusion["counts"][confusion["classes"].index(name)]
+    total = sum(row)
+    if not total:
+        return None
+    shares = sorted(((count / total, to) for to, count in zip(confusion["classes"], row) if count / total >= least), reverse=True)
+    return ", ".join(f"{to} {100 * share:.0f} %" for share, to in shares) or None
+
+
 def summarise(rows: list[dict], class_names: list[str]) -> dict:
     """Means over the cases that score each class; ``mean_dice`` is the mean of the classes' means
     (nnU-Net's foreground mean), ``mean_hd95`` the mean of every defined HD95.

@@ -8,12 +8,11 @@ here reads the validation curve ``[(step, dice), ...]`` of a run of ``steps`` st
 - ``late_gain`` = best late Dice − best early Dice;
 - the run converged when ``late_gain <= tolerance``; with no early or no late round it is unknown.
 
-A curve that falls in the last quarter counts as converged (more steps would not help; the kept model
-is the best validation round anyway).
+A curve that falls in the last quarter counts as converged (more steps would not help).
 
 The same late window judges each class: a class *collapsed* when its validation Dice stayed below
-``COLLAPSE_DICE`` in every late round (never learned, or lost: the network predicts background where
-it is). Few-label fine-tuning on body scans fails that way, and a mean Dice hides it. A class is still
+``COLLAPSE_DICE`` in every late round (never learned, or lost: the network labels it background or
+another class; ``validation_confusion`` says which, when the run recorded it). Few-label fine-tuning on body scans fails that way, and a mean Dice hides it. A class is still
 *rising* when its own late gain exceeds ``tolerance``: small organs start late (on BTCV the portal
 vein left Dice 0 only after step 1100 of 2000), so a run whose mean has settled can still be cut off
 while one class is being learned, and whether a seed ends with that class is then a matter of timing.
@@ -36,7 +35,9 @@ MEAN_KEY, CLASS_PREFIX = "val/dice", "val/dice/"  # the metrics.jsonl columns of
 class Convergence:
     """The verdict on one validation curve; ``converged`` and ``late_gain`` are ``None`` when unknown;
     ``collapsed`` names the classes whose Dice stayed below ``COLLAPSE_DICE`` in every late round, ``rising``
-    those whose own late gain exceeds ``tolerance``."""
+    those whose own late gain exceeds ``tolerance``. ``validation_confusion`` (``{"classes", "counts"}``
+    voxel counts of the final weights on the validation cases) is added by fine-tuning when a class
+    collapsed."""
 
     converged: bool | None
     late_gain: float | None
@@ -46,6 +47,7 @@ class Convergence:
     tolerance: float
     collapsed: tuple[str, ...] = ()
     rising: tuple[str, ...] = ()
+    validation_confusion: dict | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)

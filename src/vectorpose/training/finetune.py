@@ -19,7 +19,8 @@ Run folder: ``config.json``, ``split.json``, ``transfer.json``, ``model.*`` (the
 step's, or with ``keep="best"`` those of the best validation Dice), ``last.*`` (the newest checkpoint),
 ``resume.pt``, ``metrics.jsonl``, ``tensorboard/``, and ``convergence.json``
 (:mod:`~vectorpose.training.convergence`: whether validation Dice still rose in the last quarter,
-which classes collapsed: validation Dice near 0 through the whole last quarter, and which still rose).
+which classes collapsed: validation Dice near 0 through the whole last quarter, with the voxel
+confusion counts of the final weights on the validation cases then, and which still rose).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from ..data.splits import SPLIT_HELP, Split, cases_in_split, make_split, read_te
 from ..data.validation import check_label_values, check_patch_fits
 from ..devices import resolve_device
 from ..errors import CheckpointError, DataError, VectorPoseError
-from ..inference.metrics import case_metrics
+from ..inference.metrics import case_metrics, confusion_counts
 from ..inference.sliding_window import predict_labels
 from ..models.backbone import BackboneConfig
 from ..models.backbones import AnyBackboneConfig, backbone_from_json
@@ -215,6 +216,16 @@ def validation_class_dice(network: SegmentationNetwork, volumes: list[Preprocess
     return [float(s / n) if n else float("nan") for s, n in zip(sums, scored.sum(axis=0))]
 
 
+def validation_confusion(network: SegmentationNetwork, volumes: list[PreprocessedVolume], patch, class_names: list[str], device) -> dict:
+    """``{"classes": ["background", *class_names], "counts"}``: the voxel confusion counts of ``network``
+    summed over ``volumes`` (:func:`~vectorpose.inference.metrics.confusion_counts`), predicted as in
+    :func:`validation_class_dice`."""
+    num_classes = len(class_names) + 1
+    counts = sum((confusion_counts(predict_labels(network, np.asarray(v.image()), patch, device), np.asarray(v.label()), num_classes)
+                  for v in volumes), np.zeros((num_classes, num_classes), dtype=np.int64))
+    return {"classes": ["background", *class_names], "counts": counts.tolist()}
+
+
 def segmentation_metadata(config: FinetuneConfig, backbone: AnyBackboneConfig, preprocessing: PreprocessingConfig, patch, num_classes: int,
                           labels: dict[int, str], flip_axes: tuple[int, ...], step: int, init: str | None, val_dice: float) -> dict:
     meta = {
@@ -293,6 +304,9 @@ def finetune(
     result = loop.run(task, DevicePrefetcher(loader, device))
     curve, classes = validation_curves(out / METRICS_FILE)
     verdict = convergence(curve, config.steps, classes=classes)
+    if verdict.collapsed and plan.validation:
+        # where a collapsed class went (background or another class) says what failed; final weights
+        verdict = replace(verdict, validation_confusion=validation_confusion(network, plan.validation, plan.patch, task.class_names, device))
     write_json(out / CONVERGENCE_FILE, verdict.to_json())
     return FinetuneResult(network=network, run_dir=out, best_dice=task.best_dice, best_step=task.best_step, split=plan.split,
                           model_dice=task.model_dice, model_step=task.model_step, transfer=report, history=result.history, convergence=verdict)
