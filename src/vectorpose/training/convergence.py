@@ -12,10 +12,11 @@ A curve that falls in the last quarter counts as converged (more steps would not
 
 The same late window judges each class: a class *collapsed* when its validation Dice stayed below
 ``COLLAPSE_DICE`` in every late round (never learned, or lost: the network labels it background or
-another class; ``validation_confusion`` says which, when the run recorded it). Few-label fine-tuning on body scans fails that way, and a mean Dice hides it. A class is still
-*rising* when its own late gain exceeds ``tolerance``: small organs start late (on BTCV the portal
-vein left Dice 0 only after step 1100 of 2000), so a run whose mean has settled can still be cut off
-while one class is being learned, and whether a seed ends with that class is then a matter of timing.
+another class; ``validation_confusion`` says which, when the run recorded it). Few-label fine-tuning
+on body scans fails that way, and a mean Dice hides it. A class is still *rising* when its own late
+gain exceeds ``tolerance``: small organs start late (on BTCV the portal vein left Dice 0 only after
+step 1100 of 2000), so a run whose mean has settled can still be cut off while one class is being
+learned, and whether a seed ends with that class is then a matter of timing.
 """
 
 from __future__ import annotations
