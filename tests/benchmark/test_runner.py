@@ -3,6 +3,7 @@ import os
 import shutil
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +151,36 @@ def test_cell_of_another_recipe_restarts_from_scratch(finished, monkeypatch):
     run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
     assert calls.resumed == [False] and run.trained_cells == 1
     assert (broken / "cell.json").is_file() and not (broken / "leftover.tmp").exists()
+
+
+def _drop_setting(path: Path, section: str, key: str) -> None:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    part = saved["recipe"] if section == "finetuning" else saved
+    del part[section][key]
+    path.write_text(json.dumps(saved), encoding="utf-8")
+
+
+def test_files_from_before_a_setting_existed_still_count_as_the_recipe(finished, monkeypatch):
+    """A setting added later, whose default is what runs did before it (``foreground_prob`` here, taken out
+    of the saved files as if it had not existed), changes nothing: the folder is accepted, finished cells
+    are reused and a cut-off one resumes. A setting whose value before it existed was another (``keep``:
+    the best round) makes the cell another recipe."""
+    data, external, out, _ = finished
+    _drop_setting(out / "benchmark.json", "finetuning", "foreground_prob")
+    for cell in out.glob("cells/*/*/cell.json"):
+        _drop_setting(cell, "finetune", "foreground_prob")
+    cut = cell_dir(out, "vectorpose", 0.4, 1)
+    (cut / "cell.json").unlink()
+    _drop_setting(cut / "config.json", "finetune", "foreground_prob")
+    calls = ResumeRecorder(monkeypatch)
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert calls.resumed == [True] and run.trained_cells == 1
+    old = cell_dir(out, "scratch", 0.4, 0)
+    _drop_setting(old / "cell.json", "finetune", "keep")
+    _drop_setting(old / "config.json", "finetune", "keep")
+    calls = ResumeRecorder(monkeypatch)
+    run = run_benchmark(data, out, tiny(), test_data=external, cache_dir=out.parent / "cache", progress=False)
+    assert calls.resumed == [False] and run.trained_cells == 1
 
 
 def test_cell_cut_off_midway_resumes_bit_exact(benchmark_data, tmp_path, monkeypatch):

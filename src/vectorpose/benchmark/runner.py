@@ -173,10 +173,9 @@ class BenchmarkConfig:
         if self.split is None:
             d.pop("split")  # the recipe of a benchmark without a fixed split stays what it was
         d["pretraining"] = _without_placement(self.pretrain_config("vectorpose").to_json())
-        d["finetuning"] = _without_placement(self.finetune_config(1.0, 0).to_json())
-        for key in ("method", "seed", "label_fraction", "labelled", "split"):
+        d["finetuning"] = _finetuning_recipe(self.finetune_config(1.0, 0).to_json())
+        for key in CELL_SETTINGS:
             d["pretraining"].pop(key, None)
-            d["finetuning"].pop(key, None)
         for key in ("split_seed", "test_fraction"):  # the benchmark's own split settings, in the recipe already
             d["pretraining"].pop(key, None)
         if any(get_method(m).masked_input for m in self.methods):
@@ -196,6 +195,26 @@ def _without_placement(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in ("device", "workers")}
 
 
+# what a recipe leaves out: the settings each run sets itself
+CELL_SETTINGS = ("method", "seed", "label_fraction", "labelled", "split")
+
+
+def _todays_finetune(d: dict) -> dict | None:
+    """Saved fine-tuning settings as today's code writes them, or ``None`` if they do not read: through
+    ``FinetuneConfig.from_json``, a setting added since reads back as the value runs had before it existed,
+    so a cell or benchmark made before then still counts as the same recipe when that value is today's."""
+    try:
+        return FinetuneConfig.from_json(d).to_json()
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _finetuning_recipe(d: dict) -> dict | None:
+    """The recipe's part of fine-tuning settings ``d`` (a config's or a saved recipe's), as today's code writes it."""
+    today = _todays_finetune(d)
+    return None if today is None else {k: v for k, v in _without_placement(today).items() if k not in CELL_SETTINGS}
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -209,7 +228,8 @@ def finished_cell(path: Path, config: BenchmarkConfig, amount: float | int, seed
     if cell is None:
         return None
     expected = _without_placement(config.finetune_config(amount, seed).to_json())
-    if _without_placement(cell.get("finetune", {})) != expected or cell.get("init") != _init_name(init):
+    saved = _todays_finetune(cell["finetune"]) if isinstance(cell.get("finetune"), dict) else None
+    if saved is None or _without_placement(saved) != expected or cell.get("init") != _init_name(init):
         return None
     if not {"converged", "collapsed", "rising"} <= cell.keys() and (path / METRICS_FILE).is_file():  # a cell from before a verdict's part was recorded
         curve, classes = validation_curves(path / METRICS_FILE)
@@ -474,6 +494,8 @@ def run_benchmark(
 def _check_folder(out: Path, header: dict) -> None:
     """``out`` must be new, empty, or hold a benchmark of the same data and recipe (``header``)."""
     saved = _read_json(out / BENCHMARK_FILE)
+    if saved is not None and isinstance(saved.get("recipe", {}).get("finetuning"), dict):
+        saved["recipe"]["finetuning"] = _finetuning_recipe(saved["recipe"]["finetuning"])
     if saved is not None and saved != header:
         changed = [k for k in header["recipe"] if saved.get("recipe", {}).get(k) != header["recipe"][k]]
         what = ", ".join(changed) if changed else "data"
@@ -550,8 +572,8 @@ def run_cell(data: Path, path: Path, config: BenchmarkConfig, method: str, amoun
 def resumable_cell(path: Path, config: FinetuneConfig, init: Path | None) -> bool:
     """Whether ``path`` holds a cut-off fine-tuning run with exactly ``config`` (placement included) and ``init``."""
     saved = _read_json(path / CONFIG_FILE)
-    return (saved is not None and (path / RESUME_FILE).is_file() and saved.get("finetune") == config.to_json()
-            and saved.get("init") == (str(init) if init else None))
+    return (saved is not None and (path / RESUME_FILE).is_file() and isinstance(saved.get("finetune"), dict)
+            and _todays_finetune(saved["finetune"]) == config.to_json() and saved.get("init") == (str(init) if init else None))
 
 
 def _metrics_rows(metrics: Path) -> list[dict]:
