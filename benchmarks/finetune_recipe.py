@@ -42,6 +42,8 @@ VARIANTS = {
     "no-warmup": ["--warmup", "0"],
     # nnU-Net's layout (two convolutions per level from full resolution on), thin at full resolution for the CPU
     "full-resolution": ["--backbone", "dynunet", "--channels", "8,16,32,64,128"],
+    # nnU-Net's optimiser: SGD with Nesterov momentum 0.99 and a polynomial decay, at its learning rate and weight decay
+    "nnunet-sgd": ["--optimizer", "sgd", "--schedule", "poly", "--lr", "0.01", "--weight-decay", "3e-5"],
 }
 
 

@@ -130,6 +130,9 @@ def test_config_written_before_a_setting_keeps_its_recipe():
     assert FinetuneConfig.from_json(new.to_json()) == new
     legacy = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in RECIPE})
     assert [getattr(legacy, k) for k in RECIPE] == ["voxel", True, 0.0, "light", False, "best"]
+    # settings added whose default is what runs did before them read back as that default
+    older = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in ("optimizer", "schedule")})
+    assert (older.optimizer, older.schedule) == ("adamw", "cosine")
 
 
 @pytest.mark.parametrize("keep, step", [("final", 4), ("best", 2)])
@@ -158,6 +161,30 @@ def test_learning_rate_warms_up_then_follows_a_cosine(synthetic_dataset, cache_d
     expected = [1e-3 * (s / 5 if s < 5 else 0.5 * (1 + np.cos(np.pi * (s - 5) / 15))) for s in range(1, 21)]
     assert [r["step"] for r in rows] == list(range(1, 21))
     np.testing.assert_allclose([r["lr"] for r in rows], expected, rtol=1e-9, atol=1e-15)
+
+
+def test_sgd_with_a_polynomial_decay_as_nnunet(synthetic_dataset, cache_dir, tmp_path, monkeypatch):
+    import vectorpose.training.finetune as ft
+
+    made = []
+    real = ft.make_optimizer
+    monkeypatch.setattr(ft, "make_optimizer", lambda groups, config: made.append(real(groups, config)) or made[-1])
+    config = FinetuneConfig(labelled=2, **(FAST | {"steps": 20, "log_every": 1, "val_every": 20, "batch_size": 1}), warmup=0.25, lr=1e-2,
+                            optimizer="sgd", schedule="poly")
+    finetune(synthetic_dataset, tmp_path / "ft", config, cache_dir=cache_dir, progress=False)
+    [optimizer] = made
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(g["momentum"] == 0.99 and g["nesterov"] and g["weight_decay"] == config.weight_decay for g in optimizer.param_groups)
+    rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    # s/5 of the peak during the 5 warm-up steps, then (1 - (s - 5) / 15) ** 0.9 down to 0 at step 20
+    expected = [1e-2 * (s / 5 if s < 5 else (1 - (s - 5) / 15) ** 0.9) for s in range(1, 21)]
+    np.testing.assert_allclose([r["lr"] for r in rows], expected, rtol=1e-9, atol=1e-15)
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text(encoding="utf-8"))["finetune"]
+    assert (saved["optimizer"], saved["schedule"]) == ("sgd", "poly")
+    for bad, match in ((dict(optimizer="adam"), "optimizer must be one of"), (dict(schedule="step"), "schedule must be one of"),
+                       (dict(weight_decay=-1.0), "weight_decay must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            FinetuneConfig(**bad)
 
 
 def numpy_dice_ce(logits: np.ndarray, label: np.ndarray, dice_background: bool) -> float:

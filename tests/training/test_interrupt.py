@@ -67,6 +67,26 @@ def test_signal_stops_and_resume_is_bit_exact(command, signum, synthetic_dataset
         assert (a[key] == b[key]).all(), key
 
 
+def test_sgd_and_polynomial_decay_resume_bit_exact(synthetic_dataset, tmp_path):
+    """The momentum buffers and the schedule's position come back from resume.pt as AdamW's state does."""
+    cache, nnunet = tmp_path / "cache", ["--optimizer", "sgd", "--schedule", "poly", "--lr", "0.01"]
+    reference = tmp_path / "reference"
+    main(cli("finetune", synthetic_dataset, reference, cache, *nnunet))
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-c", "from vectorpose.cli import main; main()",
+                             *cli("finetune", synthetic_dataset, out, cache, *nnunet)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while last_logged_step(out) < FIRST_LOG["finetune"] and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert load_resume_state(out / "resume.pt")["step"] < STEPS
+    main(cli("finetune", synthetic_dataset, out, cache, *nnunet, "--resume"))
+    a, b = load_file(reference / "last.safetensors"), load_file(out / "last.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sigkill_at_a_random_step_then_resume_is_bit_exact(seed, synthetic_dataset, tmp_path):
     """SIGKILL gives no chance to save: the last checkpoint must be intact and resume from it exactly."""

@@ -2,7 +2,8 @@
 
 Recipe: Dice (over the foreground classes) + cross-entropy (MONAI ``DiceCELoss``, batch Dice),
 class-balanced foreground-oversampled patches with MONAI augmentation, AdamW with a linear warm-up
-then cosine decay, periodic validation Dice per class by sliding-window inference on the validation
+then cosine decay (or nnU-Net's SGD with Nesterov momentum and polynomial decay: ``optimizer="sgd"``,
+``schedule="poly"``), periodic validation Dice per class by sliding-window inference on the validation
 split, and the final model kept as safetensors + JSON (``keep="best"``: the best validation model).
 
 With ``init``, the backbone architecture and the preprocessing come from the pretrained model's
@@ -70,6 +71,10 @@ CONVERGENCE_FILE = "convergence.json"
 # Which weights become model.*: the last step's, as nnU-Net tests its final checkpoint, or the best
 # validation Dice's, which few validation cases make noisy (a single early round can win).
 KEEP_CHOICES = ("final", "best")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "poly")
+SGD_MOMENTUM = 0.99  # nnU-Net's, with Nesterov momentum
+POLY_EXPONENT = 0.9  # nnU-Net's: lr · (1 − progress)^0.9
 
 # What a config.json written before a setting existed had run with: reading one back keeps its recipe.
 RECIPE_BEFORE_SETTING = {"foreground_sampling": "voxel", "dice_background": True, "warmup": 0.0, "augmentation": "light",
@@ -86,15 +91,17 @@ class FinetuneConfig:
     ``label_fraction`` (a share of the training pool) or ``labelled`` (a count), not both; neither
     means all of them. ``freeze_steps``: the first steps, in which the transferred parameters stay
     frozen. ``flip_axes`` ``None`` means automatic (:func:`mirrored_axes`). ``warmup``: the share of
-    the steps over which the learning rate rises linearly from 0, before the cosine decay to 0.
+    the steps over which the learning rate rises linearly from 0, before the decay to 0 (``schedule``).
     """
 
     steps: int = setting(1000, "Optimisation steps.")
     batch_size: int | None = setting(None, "Patches per step [auto: as many as the device's voxel budget holds, 2 to 8].",
                                      flag="batch")
-    lr: float = setting(2e-3, "AdamW peak learning rate (linear warm-up, then cosine decay).")
+    lr: float = setting(2e-3, "Peak learning rate, reached after the warm-up (for --optimizer sgd, nnU-Net uses 0.01).")
     warmup: float = setting(0.05, "Share of the steps with a linear learning-rate warm-up from 0.")
-    weight_decay: float = setting(1e-4, "AdamW weight decay.")
+    weight_decay: float = setting(1e-4, "Weight decay: AdamW's decoupled one, or SGD's L2 term (nnU-Net: 3e-5).")
+    optimizer: str = setting("adamw", "adamw, or sgd: SGD with Nesterov momentum 0.99, as nnU-Net.", choices=OPTIMIZERS)
+    schedule: str = setting("cosine", "Decay after the warm-up: cosine, or poly: (1 - progress)^0.9, as nnU-Net.", choices=SCHEDULES)
     seed: int = setting(0, "Seed of the labelled subset, the weights and the patch stream.")
     split_seed: int = setting(0, "Seed of the test / validation split (keep it fixed across a study).")
     label_fraction: float | None = setting(None, "Share of the training pool that is labelled [1.0].", excludes="labelled")
@@ -148,6 +155,12 @@ class FinetuneConfig:
             raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
         if self.foreground_sampling not in FOREGROUND_SAMPLING:
@@ -284,8 +297,8 @@ def finetune(
             print(report.summary())
     network.to(device)
     transferred = {n for n, _ in report.matched} if report else set()
-    optimizer = torch.optim.AdamW(parameter_groups(network, transferred, config), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = WarmupCosineSchedule(optimizer, warmup_steps=round(config.warmup * config.steps), t_total=config.steps)
+    optimizer = make_optimizer(parameter_groups(network, transferred, config), config)
+    scheduler = make_schedule(optimizer, config)
     loop = TrainingLoop(out, network, optimizer, scheduler, LoopConfig(config.steps, plan.run_plan.batch, config.log_every, config.val_every,
                         unit="patches"), DistributedContext(device=device), progress, description="finetune")
     metadata = functools.partial(segmentation_metadata, config, plan.backbone, plan.preprocessing, plan.patch, plan.num_classes,
@@ -437,6 +450,30 @@ def _starting_point(data: Path, dataset: Dataset, config: FinetuneConfig,
     backbone = backbone_from_json(meta["backbone"])
     check_compatible(str(init), meta, (config.backbone or backbone).to_json(), preprocessing.to_json())
     return state, preprocessing, backbone
+
+
+def make_optimizer(groups: list[dict], config: FinetuneConfig) -> torch.optim.Optimizer:
+    """``config.optimizer`` over the parameter ``groups``: AdamW, or SGD with Nesterov momentum 0.99 (nnU-Net)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def poly_factor(step: int, warmup_steps: int, steps: int) -> float:
+    """The learning rate of step ``step`` as a share of the peak: ``step / warmup_steps`` during the warm-up,
+    then ``(1 - progress) ** 0.9`` with ``progress`` going from 0 to 1 over the remaining steps (nnU-Net's decay)."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, 1.0 - (step - warmup_steps) / max(1, steps - warmup_steps)) ** POLY_EXPONENT
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: FinetuneConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of ``config``: a linear warm-up over ``config.warmup`` of the steps, then
+    a cosine (MONAI's ``WarmupCosineSchedule``) or polynomial (:func:`poly_factor`) decay to 0."""
+    warmup_steps = round(config.warmup * config.steps)
+    if config.schedule == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(poly_factor, warmup_steps=warmup_steps, steps=config.steps))
+    return WarmupCosineSchedule(optimizer, warmup_steps=warmup_steps, t_total=config.steps)
 
 
 def parameter_groups(network: torch.nn.Module, transferred: set[str], config: FinetuneConfig) -> list[dict]:
