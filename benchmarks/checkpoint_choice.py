@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from vectorpose.data.datasets import Dataset, load_dataset
-from vectorpose.data.preprocessing import preprocess_dataset
-from vectorpose.inference.evaluate import recorded_split, score_volumes
+from vectorpose.inference.evaluate import recorded_split, score_volumes, scoring_volumes
 from vectorpose.inference.metrics import summarise
 from vectorpose.inference.predictor import load_segmenter
 
@@ -37,9 +35,7 @@ def score_run(run: Path, dataset: Dataset, ids: list[str]) -> dict:
     """Step and Dice (mean and per class) of each of the run's two models on the cases ``ids``; both models
     normalise scans alike (one run), so the cases are read and normalised once."""
     models = {kind: load_segmenter(run / file) for kind, file in MODELS.items()}
-    labelled = {c.case_id: c for c in dataset.labelled}
-    subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
-    volumes, _ = preprocess_dataset(subset, replace(models["final"].preprocessing, spacing=None))
+    volumes = scoring_volumes(dataset, ids, models["final"].preprocessing)
     scores = {}
     for kind, model in models.items():
         summary = summarise(score_volumes(model, volumes, hd95=False), model.class_names)

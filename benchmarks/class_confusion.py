@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from vectorpose.data.datasets import Dataset, load_dataset
-from vectorpose.data.preprocessing import preprocess_dataset
+from vectorpose.inference.evaluate import scoring_volumes
 from vectorpose.inference.metrics import confusion_counts
 from vectorpose.inference.predictor import load_segmenter
 
@@ -26,12 +25,10 @@ from vectorpose.inference.predictor import load_segmenter
 def confusion(model: Path, dataset: Dataset, ids: list[str]) -> tuple[list[str], np.ndarray]:
     """``(class names with background first, counts[true, predicted])`` of ``model`` on the cases ``ids``."""
     segmenter = load_segmenter(model)
-    labelled = {c.case_id: c for c in dataset.labelled}
-    missing = [i for i in ids if i not in labelled]
+    missing = sorted(set(ids) - {c.case_id for c in dataset.labelled})
     if missing:
         raise SystemExit(f"{dataset.root}: no labelled case {', '.join(missing)}")
-    subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
-    volumes, _ = preprocess_dataset(subset, replace(segmenter.preprocessing, spacing=None))
+    volumes = scoring_volumes(dataset, ids, segmenter.preprocessing)
     counts = sum(confusion_counts(segmenter.predict_array(np.asarray(v.image()), v.geometry.spacing), np.asarray(v.label()),
                                   segmenter.num_classes) for v in volumes)
     return ["background", *segmenter.class_names], counts

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import Dataset, load_dataset
-from ..data.preprocessing import PreprocessedVolume, preprocess_dataset
+from ..data.preprocessing import PreprocessedVolume, PreprocessingConfig, preprocess_dataset
 from ..data.splits import Split
 from ..data.validation import check_label_values
 from ..errors import DataError, VectorPoseError
@@ -65,9 +65,7 @@ def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: st
         raise VectorPoseError(f"{data}: {dataset.modality} data, but the model was trained on {predictor.preprocessing.modality}")
     if dataset.labels and max(dataset.labels) >= predictor.num_classes:
         raise DataError(Path(data) / "dataset.json", f"declares labels up to {max(dataset.labels)}, the model predicts 0..{predictor.num_classes - 1}")
-    subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
-    # scored on each scan's own grid: a model trained at another spacing predicts through resampling
-    volumes, _ = preprocess_dataset(subset, replace(predictor.preprocessing, spacing=None), cache_dir, progress=progress)
+    volumes = scoring_volumes(dataset, ids, predictor.preprocessing, cache_dir, progress)
     declared = dataset.labels or {c: f"class {c}" for c in range(predictor.num_classes)}
     check_label_values(volumes, declared)
     rows = score_volumes(predictor, volumes)
@@ -84,6 +82,15 @@ def evaluate(model: str | Path | Sequence[str | Path], data: str | Path, out: st
     if out is not None:
         write_json(out, result)
     return result
+
+
+def scoring_volumes(dataset: Dataset, ids: Sequence[str], preprocessing: PreprocessingConfig, cache_dir: str | Path | None = None,
+                    progress: bool = False) -> list[PreprocessedVolume]:
+    """The labelled cases ``ids`` of ``dataset`` normalised as ``preprocessing`` says, each on its own grid
+    (a model trained at another spacing predicts through resampling), as :func:`score_volumes` takes them."""
+    labelled = {c.case_id: c for c in dataset.labelled}
+    subset = Dataset(dataset.root, tuple(labelled[i] for i in ids), dataset.modality, dataset.labels)
+    return preprocess_dataset(subset, replace(preprocessing, spacing=None), cache_dir, progress=progress)[0]
 
 
 def score_volumes(predictor: LabelPredictor, volumes: Sequence[PreprocessedVolume], hd95: bool = True) -> list[dict]:
