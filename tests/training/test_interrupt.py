@@ -38,6 +38,19 @@ def last_logged_step(out: Path) -> int:
         return 0
 
 
+def stop_midway(command: str, data: Path, out: Path, cache: Path, signum: int, *extra: str) -> tuple[int, str]:
+    """Start ``command`` in a child process, send it ``signum`` once it has logged ``FIRST_LOG`` steps;
+    its exit code and standard error."""
+    proc = subprocess.Popen([sys.executable, "-c", "from vectorpose.cli import main; main()", *cli(command, data, out, cache, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while last_logged_step(out) < FIRST_LOG[command] and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_and_resume_is_bit_exact(command, signum, synthetic_dataset, tmp_path):
@@ -46,14 +59,8 @@ def test_signal_stops_and_resume_is_bit_exact(command, signum, synthetic_dataset
     main(cli(command, synthetic_dataset, reference, cache))
 
     out = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "-c", "from vectorpose.cli import main; main()", *cli(command, synthetic_dataset, out, cache)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while last_logged_step(out) < FIRST_LOG[command] and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signum, err
+    code, err = stop_midway(command, synthetic_dataset, out, cache, signum)
+    assert code == 128 + signum, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"stopped by {signal.Signals(signum).name}" in lines[0] and "--resume" in lines[0], err
     stopped_at = load_resume_state(out / "resume.pt")["step"]
@@ -73,14 +80,8 @@ def test_sgd_and_polynomial_decay_resume_bit_exact(synthetic_dataset, tmp_path):
     reference = tmp_path / "reference"
     main(cli("finetune", synthetic_dataset, reference, cache, *nnunet))
     out = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "-c", "from vectorpose.cli import main; main()",
-                             *cli("finetune", synthetic_dataset, out, cache, *nnunet)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while last_logged_step(out) < FIRST_LOG["finetune"] and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = stop_midway("finetune", synthetic_dataset, out, cache, signal.SIGTERM, *nnunet)
+    assert code == 128 + signal.SIGTERM, err
     assert load_resume_state(out / "resume.pt")["step"] < STEPS
     main(cli("finetune", synthetic_dataset, out, cache, *nnunet, "--resume"))
     a, b = load_file(reference / "last.safetensors"), load_file(out / "last.safetensors")
