@@ -149,22 +149,14 @@ class FinetuneConfig:
             raise ValueError(f"labelled must be >= 1, got {self.labelled}")
         parse_spacing(self.spacing)
         parse_ct_window(self.ct_window)
-        if self.transfer not in TRANSFER_MODES:
-            raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
+        for name, choices in (("transfer", TRANSFER_MODES), ("keep", KEEP_CHOICES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("augmentation", AUGMENTATIONS), ("foreground_sampling", FOREGROUND_SAMPLING)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
-        if self.keep not in KEEP_CHOICES:
-            raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {self.keep!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
-        if self.foreground_sampling not in FOREGROUND_SAMPLING:
-            raise ValueError(f"foreground_sampling must be one of {FOREGROUND_SAMPLING}, got {self.foreground_sampling!r}")
         if not self.pretrained_lr_scale >= 0:
             raise ValueError(f"pretrained_lr_scale must be >= 0, got {self.pretrained_lr_scale}")
         if self.freeze_steps < 0 or self.workers < 0:
