@@ -5,6 +5,7 @@
 # cells (the CPU plan's spacing and CT window from its benchmark.json, validation every 100 steps, one
 # torch thread). Prints each run's per-organ validation curve, then its test scores
 # (reported beside the study's cells; no setting is chosen from them). Resumable: finished runs are kept.
+# SPACING=X,Y,Z and WINDOW=LO,HI give the plan directly, on a machine without the study's runs.
 #
 #   BTCV=... CELLS="1:1000 1:2000 0:2000 2:2000" bash benchmarks/btcv_budget.sh > docs/results/btcv/budget.md
 set -euo pipefail
@@ -14,8 +15,10 @@ R=${RUNS:-runs/btcv}
 CELLS=${CELLS:-1:1000 1:2000}
 CORES=$(nproc --all)
 export OMP_NUM_THREADS=1
-[ -f $R/scratch/benchmark.json ] || { echo "run benchmarks/btcv_study.sh first: its plan is read from $R/scratch/benchmark.json" >&2; exit 1; }
-read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
+if [ -z "${SPACING:-}" ] || [ -z "${WINDOW:-}" ]; then
+  [ -f $R/scratch/benchmark.json ] || { echo "run benchmarks/btcv_study.sh first, or set SPACING and WINDOW: the plan is read from $R/scratch/benchmark.json" >&2; exit 1; }
+  read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
+fi
 for cell in $CELLS; do
   seed=${cell%%:*} steps=${cell##*:}; out=$R/budget/n5-s$seed-$steps
   [ -f $out/convergence.json ] || $PY -m vectorpose finetune "$B" --out $out --split paper_split --labeled 5 --seed $seed --steps $steps \
