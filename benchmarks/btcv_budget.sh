@@ -4,7 +4,8 @@
 # 1:2000": seed 1 loses the left kidney in benchmarks/btcv_study.sh), everything else as the study's
 # cells (the CPU plan's spacing and CT window from its benchmark.json, validation every 100 steps, one
 # torch thread). Prints each run's per-organ validation curve, then its test scores
-# (reported beside the study's cells; no setting is chosen from them). Resumable: finished runs are kept.
+# (reported beside the study's cells; no setting is chosen from them). Resumable: finished runs are kept,
+# a run cut off after a checkpoint goes on from it.
 # SPACING=X,Y,Z and WINDOW=LO,HI give the plan directly, on a machine without the study's runs.
 #
 #   BTCV=... CELLS="1:1000 1:2000 0:2000 2:2000" bash benchmarks/btcv_budget.sh > docs/results/btcv/budget.md
@@ -21,8 +22,9 @@ if [ -z "${SPACING:-}" ] || [ -z "${WINDOW:-}" ]; then
 fi
 for cell in $CELLS; do
   seed=${cell%%:*} steps=${cell##*:}; out=$R/budget/n5-s$seed-$steps
+  again=--overwrite; [ ! -f $out/resume.pt ] || again=--resume
   [ -f $out/convergence.json ] || $PY -m vectorpose finetune "$B" --out $out --split paper_split --labeled 5 --seed $seed --steps $steps \
-    --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" --quiet --overwrite >&2
+    --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" --quiet $again >&2
   [ -f $out-test.json ] || $PY -m vectorpose evaluate $out "$B" --out $out-test.json >&2
 done
 echo "# BTCV, scratch, 5 labelled scans: fine-tuning budgets (seed:steps $CELLS)"
