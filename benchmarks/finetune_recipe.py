@@ -3,9 +3,9 @@
 Each variant is the default recipe with some settings changed through the CLI; ``legacy`` is the
 recipe before class-balanced sampling, foreground Dice, warm-up, nnU-Net augmentation and deep
 supervision. Every run is ``vectorpose finetune DATA --label-fraction F --seed S --split-seed 0
---steps N`` plus the variant's flags, from scratch; the score is the best validation Dice the run
-kept (the validation split, never the test split). ``--test VARIANT`` also evaluates that variant's
-runs on the test split, for the final recipe only.
+--steps N`` plus the variant's flags, from scratch; the score is the run's best validation round (the
+validation split, never the test split). ``--test VARIANT`` also evaluates that variant's runs on the
+test split, for the final recipe only; a run keeps its final weights, and those are what the test scores.
 
     python benchmarks/finetune_recipe.py ../shared/data/Task04_Hippocampus --out runs/recipe \
         --fraction 0.05 --steps 300 --seeds 0,1,2 --variants legacy,default --report docs/results/hippocampus/recipe/fraction-0.05.md
@@ -85,9 +85,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
              "Produced by", "", "```", "python benchmarks/finetune_recipe.py " + shlex.join(sys.argv[1:]), "```", "",
              f"on {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}; this script runs one "
              f"run at a time with {args.threads} torch thread(s), but other jobs may share the machine, so times are upper bounds. "
-             "Split seed 0; the score is the best validation Dice each run kept "
-             "(mean over the foreground classes and the validation cases); nothing here looked at the test split except the "
-             "`test Dice` column, filled for the variants named by `--test` only.", "",
+             "Split seed 0; the score is each run's best validation round "
+             "(mean Dice over the foreground classes and the validation cases); nothing here looked at the test split except the "
+             "`test Dice` column, filled for the variants named by `--test` only, which scores the run's final weights.", "",
              "| variant | flags | seeds | validation Dice (mean ± std) | paired difference to `default` | converged | time per run |",
              "|---|---|---|---|---|---|---|"]
     by = {(r["variant"], r["seed"]): r for r in rows}
