@@ -16,7 +16,10 @@ R=${RUNS:-runs/btcv}
 CELLS=${CELLS:-1:1000 1:2000}
 CORES=$(nproc --all)
 export OMP_NUM_THREADS=1
-if [ -z "${SPACING:-}" ] || [ -z "${WINDOW:-}" ]; then
+MADE_BY="CELLS=\"$CELLS\""
+if [ -n "${SPACING:-}" ] && [ -n "${WINDOW:-}" ]; then
+  MADE_BY="SPACING=$SPACING WINDOW=$WINDOW $MADE_BY"
+else
   [ -f $R/scratch/benchmark.json ] || { echo "run benchmarks/btcv_study.sh first, or set SPACING and WINDOW: the plan is read from $R/scratch/benchmark.json" >&2; exit 1; }
   read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/scratch/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
 fi
@@ -29,9 +32,10 @@ for cell in $CELLS; do
 done
 echo "# BTCV, scratch, 5 labelled scans: fine-tuning budgets (seed:steps $CELLS)"
 echo
-echo "Made by \`CELLS=\"$CELLS\" bash benchmarks/btcv_budget.sh\` at the study's plan ($SPACING mm, CT window $WINDOW), \
+echo "Made by \`BTCV=... $MADE_BY bash benchmarks/btcv_budget.sh\` at the study's plan ($SPACING mm, CT window $WINDOW), \
 on $(uname -m) with $CORES CPU cores, one torch thread per run, beside other jobs. The learning rate warms up, then decays \
-to 0 at each run's last step (cosine). Validation Dice (SABS 02, 10 and 11) at every 200 steps, then the test scores."
+to 0 at each run's last step (cosine). Validation Dice (SABS 02, 10 and 11) at every 200 steps, then the test scores of \
+the weights each run kept (\`finetune --keep\`; the step is in its \`model.json\`)."
 echo
 for cell in $CELLS; do
   out=$R/budget/n5-s${cell%%:*}-${cell##*:}
