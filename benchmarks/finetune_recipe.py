@@ -3,7 +3,8 @@
 Each variant is the default recipe with some settings changed through the CLI; ``legacy`` is the
 recipe before class-balanced sampling, foreground Dice, warm-up, nnU-Net augmentation and deep
 supervision. Every run is ``vectorpose finetune DATA --label-fraction F --seed S --split-seed 0
---steps N`` plus the variant's flags, from scratch; the score is the run's best validation round (the
+--steps N`` plus the variant's flags, from scratch or, with ``--init RUN``, from a pretraining run (the
+transfer variants need one: issue 14, item 2); the score is the run's best validation round (the
 validation split, never the test split). ``--test VARIANT`` also evaluates that variant's runs on the
 test split, for the final recipe only; a run keeps its final weights, and those are what the test scores.
 
@@ -44,7 +45,13 @@ VARIANTS = {
     "full-resolution": ["--backbone", "dynunet", "--channels", "8,16,32,64,128"],
     # nnU-Net's optimiser: SGD with Nesterov momentum 0.99 and a polynomial decay, at its learning rate and weight decay
     "nnunet-sgd": ["--optimizer", "sgd", "--schedule", "poly", "--lr", "0.01", "--weight-decay", "3e-5"],
+    # how a pretrained run (--init) is transferred: the decoder too, as the paper does; the transferred layers frozen
+    # for the first tenth of a 1000-step run; or trained at a tenth of the learning rate
+    "transfer-all": ["--transfer", "all"],
+    "freeze-100": ["--freeze-steps", "100"],
+    "pretrained-lr-0.1": ["--pretrained-lr-scale", "0.1"],
 }
+TRANSFER_VARIANTS = ("transfer-all", "freeze-100", "pretrained-lr-0.1")
 
 
 def vectorpose(args: list[str], threads: int) -> float:
@@ -55,10 +62,10 @@ def vectorpose(args: list[str], threads: int) -> float:
 
 
 def run(data: str, out: Path, variant: str, fraction: float, seed: int, steps: int, val_every: int, threads: int,
-        test: bool) -> dict:
+        test: bool, init: str | None) -> dict:
     folder = out / f"{variant}-f{fraction:g}-s{seed}"
     command = ["finetune", data, "--out", str(folder), "--label-fraction", f"{fraction:g}", "--seed", str(seed), "--split-seed", "0",
-               "--steps", str(steps), "--val-every", str(val_every), "--quiet", *VARIANTS[variant]]
+               "--steps", str(steps), "--val-every", str(val_every), "--quiet", *(["--init", init] if init else []), *VARIANTS[variant]]
     if not (folder / "convergence.json").is_file():
         again = ["--resume"] if (folder / "resume.pt").is_file() else ["--overwrite"] if folder.exists() else []
         wall = vectorpose(command + again, threads) + earlier_sittings_s(folder / "metrics.jsonl")
@@ -87,7 +94,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
              f"run at a time with {args.threads} torch thread(s), but other jobs may share the machine, so times are upper bounds. "
              "Split seed 0; the score is each run's best validation round "
              "(mean Dice over the foreground classes and the validation cases); nothing here looked at the test split except the "
-             "`test Dice` column, filled for the variants named by `--test` only, which scores the run's final weights.", "",
+             "`test Dice` column, filled for the variants named by `--test` only, which scores the run's final weights. "
+             + ("Every run starts from scratch." if args.init is None else f"Every run starts from the pretraining run `{args.init}`."), "",
              "| variant | flags | seeds | validation Dice (mean ± std) | paired difference to `default` | converged | time per run |",
              "|---|---|---|---|---|---|---|"]
     by = {(r["variant"], r["seed"]): r for r in rows}
@@ -123,15 +131,19 @@ def main() -> None:
     parser.add_argument("--test", default="", help="comma-separated variants whose runs are also scored on the test split")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument("--init", help="a pretraining run every variant starts from (finetune --init)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    if args.init is None and (needs := [v for v in variants if v in TRANSFER_VARIANTS]):
+        parser.error(f"variants {needs} change how pretrained weights are transferred: give --init")
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for v in variants:
-            rows.append(run(args.data, args.out, v, args.fraction, seed, args.steps, args.val_every, args.threads, v in args.test.split(",")))
+            rows.append(run(args.data, args.out, v, args.fraction, seed, args.steps, args.val_every, args.threads, v in args.test.split(","),
+                            args.init))
             args.report.parent.mkdir(parents=True, exist_ok=True)
             args.report.write_text(report(rows, args), encoding="utf-8")
             args.report.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
