@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vectorpose.benchmark.runner import earlier_sittings_s
+from vectorpose.benchmark.stats import paired_difference
 
 VARIANTS = {
     "default": [],
@@ -96,14 +97,19 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
              "(mean Dice over the foreground classes and the validation cases); nothing here looked at the test split except the "
              "`test Dice` column, filled for the variants named by `--test` only, which scores the run's final weights. "
              + ("Every run starts from scratch." if args.init is None else f"Every run starts from the pretraining run `{args.init}`."), "",
-             "| variant | flags | seeds | validation Dice (mean ± std) | paired difference to `default` | converged | time per run |",
+             "| variant | flags | seeds | validation Dice (mean ± std) | paired difference to `default` (95 % interval) | converged | time per run |",
              "|---|---|---|---|---|---|---|"]
     by = {(r["variant"], r["seed"]): r for r in rows}
     for v in variants:
         mine = [r for r in rows if r["variant"] == v]
         dice = np.array([r["val_dice"] for r in mine])
-        paired = [r["val_dice"] - by[("default", r["seed"])]["val_dice"] for r in mine if ("default", r["seed"]) in by]
-        diff = "" if v == "default" or not paired else f"{np.mean(paired):+.3f} ({sum(d > 0 for d in paired)} of {len(paired)} above)"
+        paired = paired_difference({r["seed"]: r["val_dice"] for r in mine},
+                                   {s: r["val_dice"] for (u, s), r in by.items() if u == "default"})
+        diff = ""
+        if v != "default" and paired is not None:
+            d = paired.summary
+            interval = "" if d.ci_low is None else f" [{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
+            diff = f"{d.mean:+.3f}{interval} ({paired.positive} of {d.n} above)"
         std = f" ± {dice.std(ddof=1):.3f}" if len(dice) > 1 else ""
         converged = f"{sum(r['converged'] is True for r in mine)} of {len(mine)}"
         minutes = np.mean([r["finetune_s"] for r in mine]) / 60
