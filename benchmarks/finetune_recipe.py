@@ -12,8 +12,10 @@ test split, for the final recipe only; a run keeps its final weights, and those 
         --fraction 0.05 --steps 300 --seeds 0,1,2 --variants legacy,default --report docs/results/hippocampus/recipe/fraction-0.05.md
 
 Finished runs (with ``convergence.json``) are reused when the script is rerun; an interrupted one
-continues from its last checkpoint, and its time adds up its sittings. Runs one at a time with the
-torch threads of ``--threads``.
+continues from its last checkpoint, and its time adds up its sittings. A run whose folder is gone (a
+fresh machine) but whose row, with the same command, is in the report's committed JSON is reused from
+that row, so a study spread over sittings on fresh machines trains only what is missing. Runs one at a
+time with the torch threads of ``--threads``.
 """
 
 from __future__ import annotations
@@ -63,10 +65,13 @@ def vectorpose(args: list[str], threads: int) -> float:
 
 
 def run(data: str, out: Path, variant: str, fraction: float, seed: int, steps: int, val_every: int, threads: int,
-        test: bool, init: str | None) -> dict:
+        test: bool, init: str | None, kept: dict[str, dict]) -> dict:
     folder = out / f"{variant}-f{fraction:g}-s{seed}"
     command = ["finetune", data, "--out", str(folder), "--label-fraction", f"{fraction:g}", "--seed", str(seed), "--split-seed", "0",
                "--steps", str(steps), "--val-every", str(val_every), "--quiet", *(["--init", init] if init else []), *VARIANTS[variant]]
+    row = kept.get("vectorpose " + shlex.join(command))
+    if not folder.exists() and row is not None and (not test or "test_dice" in row):
+        return row
     if not (folder / "convergence.json").is_file():
         again = ["--resume"] if (folder / "resume.pt").is_file() else ["--overwrite"] if folder.exists() else []
         wall = vectorpose(command + again, threads) + earlier_sittings_s(folder / "metrics.jsonl")
@@ -145,11 +150,15 @@ def main() -> None:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     if args.init is None and (needs := [v for v in variants if v in TRANSFER_VARIANTS]):
         parser.error(f"variants {needs} change how pretrained weights are transferred: give --init")
+    try:  # the rows of an earlier sitting, by command
+        kept = {r["command"]: r for r in json.loads(args.report.with_suffix(".json").read_text(encoding="utf-8"))}
+    except FileNotFoundError:
+        kept = {}
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for v in variants:
             rows.append(run(args.data, args.out, v, args.fraction, seed, args.steps, args.val_every, args.threads, v in args.test.split(","),
-                            args.init))
+                            args.init, kept))
             args.report.parent.mkdir(parents=True, exist_ok=True)
             args.report.write_text(report(rows, args), encoding="utf-8")
             args.report.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
