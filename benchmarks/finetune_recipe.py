@@ -48,6 +48,8 @@ VARIANTS = {
     "full-resolution": ["--backbone", "dynunet", "--channels", "8,16,32,64,128"],
     # nnU-Net's optimiser: SGD with Nesterov momentum 0.99 and a polynomial decay, at its learning rate and weight decay
     "nnunet-sgd": ["--optimizer", "sgd", "--schedule", "poly", "--lr", "0.01", "--weight-decay", "3e-5"],
+    # the training step's forward pass in bfloat16 (autocast; AMX on recent Xeons)
+    "bf16": ["--precision", "bf16"],
     # how a pretrained run (--init) is transferred: the decoder too, as the paper does; the transferred layers frozen
     # for the first tenth of a 1000-step run; or trained at a tenth of the learning rate
     "transfer-all": ["--transfer", "all"],

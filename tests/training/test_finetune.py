@@ -131,8 +131,8 @@ def test_config_written_before_a_setting_keeps_its_recipe():
     legacy = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in RECIPE})
     assert [getattr(legacy, k) for k in RECIPE] == ["voxel", True, 0.0, "light", False, "best"]
     # settings added whose default is what runs did before them read back as that default
-    older = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in ("optimizer", "schedule")})
-    assert (older.optimizer, older.schedule) == ("adamw", "cosine")
+    older = FinetuneConfig.from_json({k: v for k, v in new.to_json().items() if k not in ("optimizer", "schedule", "precision")})
+    assert (older.optimizer, older.schedule, older.precision) == ("adamw", "cosine", "fp32")
 
 
 @pytest.mark.parametrize("keep, step", [("final", 4), ("best", 2)])
@@ -209,6 +209,32 @@ def test_loss_against_a_numpy_dice_and_cross_entropy(tmp_path, dice_background):
     with torch.no_grad():
         logits = network(image).double().numpy()
     assert loss == pytest.approx(numpy_dice_ce(logits, label.numpy()[:, 0], dice_background), rel=1e-5)
+
+
+@pytest.mark.parametrize("precision, conv_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_bf16_step_convolves_in_bfloat16_and_keeps_the_loss_close(tmp_path, precision, conv_dtype):
+    torch.manual_seed(0)
+    network = SegmentationNetwork(SMALL, 3)
+    task = SegmentationTask(tmp_path, network, [], 0, [], (8, 8, 8), 3, torch.device("cpu"), lambda **_: {}, False, ["a", "b"], "final", 1,
+                            precision)
+    seen = []
+    conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
+    conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    image = torch.randn(2, 1, 8, 8, 8)
+    label = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    loss = task.losses({"image": image, "label": label}, step=1)["dice_ce"]
+    assert seen == [conv_dtype] and loss.dtype == torch.float32
+    with torch.no_grad():
+        logits = network(image).double().numpy()
+    # the float64 reference; bfloat16 keeps 8 bits of mantissa, so about 2 significant digits
+    assert float(loss.detach()) == pytest.approx(numpy_dice_ce(logits, label.numpy()[:, 0], False), rel=1e-5 if precision == "fp32" else 2e-2)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in network.parameters())
+
+
+def test_precision_must_be_known():
+    with pytest.raises(ValueError, match="precision"):
+        FinetuneConfig(precision="fp16")
 
 
 def test_deep_supervision_loss_against_strided_labels(tmp_path):

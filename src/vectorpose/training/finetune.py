@@ -8,10 +8,13 @@ split, and the final model kept as safetensors + JSON (``keep="best"``: the best
 
 With ``init``, the backbone architecture and the preprocessing come from the pretrained model's
 metadata, and ``transfer`` chooses what is loaded: ``encoder`` (encoder + bottleneck) or ``all``
-(encoder, bottleneck and decoder, as in the paper). ``encoder`` is the default because a transferred
-decoder can collapse few-label fine-tuning to all-background; ``pretrained_lr_scale`` and
-``freeze_steps`` (transferred layers frozen while the new ones settle) let a benchmark choose how the
-transferred layers train, on the validation split.
+(encoder, bottleneck and decoder, as in the paper). ``pretrained_lr_scale`` and ``freeze_steps``
+(transferred layers frozen while the new ones settle) let a benchmark choose how the transferred
+layers train, on the validation split.
+
+``precision="bf16"`` runs the training step's forward pass under bfloat16 autocast (the convolutions
+in bfloat16, the loss on float32 logits); validation, evaluation and prediction stay in float32. It
+changes the numbers, so it is part of the recipe, not a speed option.
 
 The steps, logs, checkpoints and resume are :class:`~vectorpose.training.loop.TrainingLoop`'s; this
 module adds :class:`SegmentationTask` (the loss, validation and model files) and what comes before.
@@ -72,6 +75,7 @@ CONVERGENCE_FILE = "convergence.json"
 # validation Dice's, which few validation cases make noisy (a single early round can win).
 KEEP_CHOICES = ("final", "best")
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "poly")
 SGD_MOMENTUM = 0.99  # nnU-Net's, with Nesterov momentum
 POLY_EXPONENT = 0.9  # nnU-Net's: lr · (1 − progress)^0.9
@@ -102,6 +106,8 @@ class FinetuneConfig:
     weight_decay: float = setting(1e-4, "Weight decay: AdamW's decoupled one, or SGD's L2 term (nnU-Net: 3e-5).")
     optimizer: str = setting("adamw", "adamw, or sgd: SGD with Nesterov momentum 0.99, as nnU-Net.", choices=OPTIMIZERS)
     schedule: str = setting("cosine", "Decay after the warm-up: cosine, or poly: (1 - progress)^0.9, as nnU-Net.", choices=SCHEDULES)
+    precision: str = setting("fp32", "Arithmetic of the training step: fp32, or bf16 (bfloat16 autocast for the forward pass, the "
+                                     "loss in float32; faster on CPUs with AMX and on recent GPUs).", choices=PRECISIONS)
     seed: int = setting(0, "Seed of the labelled subset, the weights and the patch stream.")
     split_seed: int = setting(0, "Seed of the test / validation split (keep it fixed across a study).")
     label_fraction: float | None = setting(None, "Share of the training pool that is labelled [1.0].", excludes="labelled")
@@ -150,6 +156,7 @@ class FinetuneConfig:
         parse_spacing(self.spacing)
         parse_ct_window(self.ct_window)
         for name, choices in (("transfer", TRANSFER_MODES), ("keep", KEEP_CHOICES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("precision", PRECISIONS),
                               ("augmentation", AUGMENTATIONS), ("foreground_sampling", FOREGROUND_SAMPLING)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -297,7 +304,8 @@ def finetune(
                                  plan.labels, plan.flip_axes, init=init_name)
     task = SegmentationTask(out, network, [p for n, p in network.named_parameters() if n in transferred], config.freeze_steps,
                             plan.validation, plan.patch, plan.num_classes, device, metadata, config.dice_background,
-                            [plan.labels.get(c, f"class {c}") for c in range(1, plan.num_classes)], config.keep, config.steps)
+                            [plan.labels.get(c, f"class {c}") for c in range(1, plan.num_classes)], config.keep, config.steps,
+                            config.precision)
     if resume:
         state = loop.resume()
         task.best_dice, task.best_step = float(state["best_dice"]), int(state["best_step"])
@@ -481,7 +489,8 @@ class SegmentationTask(TrainingTask):
     """Fine-tuning's part of the loop: Dice (foreground classes only unless ``dice_background``) +
     cross-entropy (with deep supervision, the weighted sum over the output levels, the label map
     down-sampled by nearest neighbour to each; weights ``2^-k``, normalised to sum to 1), with the
-    ``transferred`` parameters frozen for the first ``freeze_steps`` steps; at each scheduled checkpoint the validation Dice
+    ``transferred`` parameters frozen for the first ``freeze_steps`` steps and the forward pass under bfloat16 autocast
+    with ``precision="bf16"`` (the loss on float32 logits); at each scheduled checkpoint the validation Dice
     (mean and per class, ``val/dice/<class name>``) and ``last.*``; ``model.*`` at step ``steps`` (``keep="final"``), or
     whenever the mean is the best so far (``keep="best"``; every time without validation cases)."""
 
@@ -490,14 +499,17 @@ class SegmentationTask(TrainingTask):
 
     def __init__(self, out: Path, network: SegmentationNetwork, transferred: list[torch.nn.Parameter], freeze_steps: int,
                  validation: list[PreprocessedVolume], patch: tuple[int, int, int], num_classes: int, device: torch.device,
-                 metadata: Callable[..., dict], dice_background: bool, class_names: list[str], keep: str, steps: int):
+                 metadata: Callable[..., dict], dice_background: bool, class_names: list[str], keep: str, steps: int,
+                 precision: str = "fp32"):
         if len(class_names) != num_classes - 1:
             raise ValueError(f"need a name for each of the {num_classes - 1} foreground classes, got {len(class_names)}")
         if keep not in KEEP_CHOICES or steps < 1:
             raise ValueError(f"keep must be one of {KEEP_CHOICES} and steps positive, got {keep!r}, {steps}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.out, self.network, self.transferred, self.freeze_steps = out, network, transferred, freeze_steps
         self.validation, self.patch, self.num_classes, self.device, self.metadata = validation, patch, num_classes, device, metadata
-        self.class_names, self.keep, self.steps = class_names, keep, steps
+        self.class_names, self.keep, self.steps, self.precision = class_names, keep, steps, precision
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=dice_background)
         self.best_dice, self.best_step = -1.0, 0
         self.model_dice, self.model_step = float("nan"), 0
@@ -506,7 +518,8 @@ class SegmentationTask(TrainingTask):
         frozen = step <= self.freeze_steps
         for parameter in self.transferred:
             parameter.requires_grad_(not frozen)
-        outputs = self.network.forward_levels(batch["image"])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            outputs = [o.float() for o in self.network.forward_levels(batch["image"])]
         weights = [2.0**-k for k in range(len(outputs))]
         label = batch["label"]
         total = sum(w * self.loss_fn(out, label if out.shape[2:] == label.shape[2:] else
