@@ -65,6 +65,7 @@ from .prefetch import DevicePrefetcher
 from .convergence import CLASS_PREFIX, MEAN_KEY, Convergence, convergence, validation_curves
 from .run import CONFIG_FILE, METRICS_FILE, check_run_dir, create_run_dir, resume_conflicts, step_loader
 from .segmentation_data import AUGMENTATIONS, FOREGROUND_SAMPLING, SegmentationDataset
+from .speed import bf16_autocast
 from .transfer import TRANSFER_MODES, TransferReport, check_compatible, transfer_weights
 
 SPLIT_FILE = "split.json"
@@ -518,7 +519,7 @@ class SegmentationTask(TrainingTask):
         frozen = step <= self.freeze_steps
         for parameter in self.transferred:
             parameter.requires_grad_(not frozen)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with bf16_autocast(self.device, self.precision == "bf16"):
             outputs = [o.float() for o in self.network.forward_levels(batch["image"])]
         weights = [2.0**-k for k in range(len(outputs))]
         label = batch["label"]

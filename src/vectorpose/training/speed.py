@@ -61,6 +61,9 @@ class SpeedOptions:
         return moved
 
     def autocast(self, device: torch.device):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return bf16_autocast(device, self.amp == "bf16")
+
+
+def bf16_autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast for ``device``'s type when ``enabled``, else no context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
