@@ -6,8 +6,10 @@
 # planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). The methods of $METHODS
 # (default scratch,vectorpose; each pretraining one pretrained 2000 steps on the images of the 21 training
 # scans, in $RUNS/pretrain/<method>) at $LABELLED labelled scans (default 5 then 2), seeds 0-2,
-# $FINETUNE_STEPS fine-tuning steps (default 1000). Each method is one benchmark process with one torch
-# thread, as many at once as the machine has cores; they are joined into one report in $DOCS at the end.
+# $FINETUNE_STEPS fine-tuning steps (default 1000), with the settings file $CONFIG if set (e.g.
+# benchmarks/configs/finetune-bf16.json). The pretraining runs, then every cell (one `benchmark --shard`
+# process of its method's benchmark, one torch thread), are taken as many at once as the machine has cores;
+# a cell starts once its method is pretrained; the methods are joined into one report in $DOCS at the end.
 # Beside them, at the first count, the fine-tuning recipe before issue 16 (its flags, same plan) for seeds
 # $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it. Finished cells'
 # records (no weights) are kept in $KEEP, committed as they come, and copied back into $RUNS at the start,
@@ -45,17 +47,25 @@ FIRST=${LABELLED%%,*}
 scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics import METRICS_VERSION as V
 sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/null; }
 STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps $STEPS --val-every 100 --quiet)
+if [ -n "${CONFIG:-}" ]; then
+  [ -z "${BEFORE_SEEDS// }" ] || { echo "the recipe before issue 16 is run without CONFIG: set BEFORE_SEEDS= with CONFIG" >&2; exit 1; }
+  STUDY+=(--config "$CONFIG")
+fi
+PRETRAINS=(); for m in "${ALL[@]}"; do [ $m = scratch ] || PRETRAINS+=($m); done
+CELLS=$(( $(tr ',' '\n' <<< "$LABELLED" | wc -l) * 3 ))  # cells per method
 
-method_study() {  # pretrain (if the method does and its run is not finished), then the method's benchmark
-  local m=$1 pre=()
-  if [ $m != scratch ]; then
-    pretrain_once $R/pretrain/$m 2000 "$B" --method $m --split paper_split
-    pre=(--pretrained $m=$R/pretrain/$m)
-  fi
-  $VP benchmark "$B" --out $R/$m --methods $m "${pre[@]}" "${STUDY[@]}"
+pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
+study_job() {  # pretrain METHOD, or cell METHOD K: the K-th cell of METHOD's benchmark, once METHOD is pretrained
+  if [ $1 = pretrain ]; then pretrain_once $R/pretrain/$2 2000 "$B" --method $2 --split paper_split; return; fi
+  until [ $2 = scratch ] || grep -qsE '"step": 2000(,|$)' $R/pretrain/$2/model.json; do
+    [ ! -e $R/claims/.failed ] || { echo "the pretraining of $2 failed" >&2; return 1; }
+    sleep 30
+  done
+  $VP benchmark "$B" --out $R/$2 --methods $2 $(pretrained $2) "${STUDY[@]}" --shard $3/$CELLS
 }
-
-run_lanes $R/claims $R method_study "${ALL[@]}"
+JOBS=("${PRETRAINS[@]/#/pretrain:}")
+for ((k = 0; k < CELLS; k++)); do for m in "${ALL[@]}"; do JOBS+=(cell:$m:$k); done; done
+run_lanes $R/claims $R/logs study_job "${JOBS[@]}"
 
 # the recipe before issue 16, with the benchmark's spacing and CT window, one process per seed
 read -r SPACING WINDOW < <($PY -c "import json; r = json.load(open('$R/${ALL[0]}/benchmark.json'))['recipe']['pretraining']; print(r['spacing'], r['ct_window'])")
@@ -71,7 +81,7 @@ wait
 # one report over all methods: the finished cells are reused as they are
 PRETRAINED=()
 for m in "${ALL[@]}"; do
-  [ $m = scratch ] || PRETRAINED+=(--pretrained $m=$R/pretrain/$m)
+  PRETRAINED+=($(pretrained $m))
   mkdir -p $R/all/cells/$m; cp -rn $R/$m/cells/$m/. $R/all/cells/$m/
 done
 NOTES=(); [ -f $D/notes.md ] && NOTES=(--notes $D/notes.md)

@@ -14,6 +14,7 @@ from cli_helpers import assert_one_line_error, run
 from vectorpose.benchmark.runner import BenchmarkConfig
 from vectorpose.cli import cli
 from vectorpose.cli_settings import ConfigFile, Settings
+from vectorpose.errors import VectorPoseError
 from vectorpose.probe.runner import ProbeConfig
 from vectorpose.pretext.masking import MaskingConfig
 from vectorpose.pretext.sample import PretextConfig
@@ -174,6 +175,22 @@ def test_a_benchmark_recipe_gives_back_its_configuration(tmp_path):
                        {("methods",): ("scratch", "mae"), ("fractions",): (0.1,)}).build()
     assert rebuilt.recipe() == config.recipe() and rebuilt.methods == config.methods
     assert BenchmarkConfig.from_json(config.to_json()) == config
+
+
+def test_a_settings_file_changes_a_benchmark_recipe_key_by_key(tmp_path):
+    """A benchmark's nested recipes in a settings file are today's defaults with the keys it gives; under a
+    saved benchmark's "recipe" key they are read whole, settings added since at the values such runs had."""
+    file = ConfigFile(tmp_path / "settings.json", {"finetuning": {"precision": "bf16"}, "pretraining": {"lr": 0.01}})
+    config = Settings(BenchmarkConfig, file, "recipe", {}).build()
+    assert config.finetuning == dataclasses.replace(FinetuneConfig(), precision="bf16")
+    assert config.pretraining == dataclasses.replace(PretrainConfig(), lr=0.01)
+    old = {k: v for k, v in FinetuneConfig().to_json().items() if k not in ("keep", "warmup")}  # a recipe from before both
+    saved = ConfigFile(tmp_path / "benchmark.json", {"data": "somewhere", "recipe": {"finetuning": old}})
+    config = Settings(BenchmarkConfig, saved, "recipe", {}).build()
+    assert (config.finetuning.keep, config.finetuning.warmup) == ("best", 0.0)
+    file = ConfigFile(tmp_path / "settings.json", {"finetuning": {"precison": "bf16"}})
+    with pytest.raises(VectorPoseError, match="unknown setting 'finetuning.precison'"):
+        Settings(BenchmarkConfig, file, "recipe", {}).build()
 
 
 def test_two_ways_to_say_one_thing_are_refused_together(synthetic_dataset, tmp_path, capsys):

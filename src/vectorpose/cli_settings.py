@@ -6,7 +6,8 @@ default is the field's default. A command decorated with :func:`config_options` 
 
 1. the flags given on the command line,
 2. the ``--config`` file: a JSON object whose ``section`` key (e.g. ``"pretrain"`` in a pretraining
-   run's ``config.json``) holds settings, or which holds them at its top level,
+   run's ``config.json``) holds settings, or which holds them at its top level (a settings file: its
+   nested configurations, such as a benchmark's ``finetuning``, change today's defaults key by key),
 3. the dataclass defaults.
 
 The file's other top-level keys fill the command's parameters of the same name that the command line
@@ -167,6 +168,7 @@ class Settings:
         fields without a generated option; pass only what was given), then the generated flags given."""
         config = self.cls()
         if self.file is not None:
+            saved = self.section in self.file.content
             section = self.file.content.get(self.section, self.file.content)
             if not isinstance(section, dict):
                 raise VectorPoseError(f"{self.file.path}: {self.section!r} must be a JSON object")
@@ -174,7 +176,10 @@ class Settings:
             for name in _group_names(self.cls):
                 # a group the JSON leaves out (masking, for a method that masks nothing) may still be set
                 defaults.setdefault(name, getattr(config, name).to_json())
-            merged = _merge(defaults, section, self.file.path, (), _group_names(self.cls))
+            # A saved run's nested configurations are whole, and settings added since read as it ran them;
+            # a settings file's change today's defaults key by key.
+            deep = _group_names(self.cls) | (set() if saved else _nested_names(self.cls))
+            merged = _merge(defaults, section, self.file.path, (), deep)
             for f in dataclasses.fields(self.cls):
                 excluded = f.metadata.get("excludes")
                 if excluded and section.get(f.name) is not None and excluded not in section:
@@ -192,6 +197,10 @@ class Settings:
 
 def _group_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.metadata.get("group")}
+
+
+def _nested_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("nested")}
 
 
 def _merge(defaults: dict, values: dict, path: Path, where: tuple[str, ...], deep: set[str] | None = None) -> dict:

@@ -32,3 +32,9 @@ def setting(default: Any = MISSING, help: str = "", *, flag: str | None = None, 
 def settings_group(cls: type) -> Any:
     """A nested configuration whose settings are options of the enclosing command too."""
     return field(default_factory=cls, metadata={"group": True})
+
+
+def nested_configuration(cls: type) -> Any:
+    """A nested configuration without options of its own (a benchmark's pretraining and fine-tuning
+    recipes): a settings file changes it key by key, while a saved run's copy is read whole, as made."""
+    return field(default_factory=cls, metadata={"nested": True})

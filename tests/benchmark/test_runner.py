@@ -248,6 +248,17 @@ def test_added_seed_trains_only_new_cells(benchmark_data, tmp_path, monkeypatch)
     assert finetunes.calls == 1 and len(run.cells) == 2
 
 
+def test_a_bf16_recipe_reaches_every_cell_and_the_report(benchmark_data, finished, tmp_path):
+    data, _ = benchmark_data
+    out = tmp_path / "bench"
+    config = tiny(methods=("scratch",), fractions=(1.0,), seeds=1, finetuning=replace(tiny().finetuning, precision="bf16"))
+    run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False)
+    cell = json.loads((cell_dir(out, "scratch", 1.0, 0) / "config.json").read_text(encoding="utf-8"))
+    assert cell["finetune"]["precision"] == "bf16"
+    assert "bfloat16" in (out / "report.md").read_text(encoding="utf-8")
+    assert "bfloat16" not in (finished[2] / "report.md").read_text(encoding="utf-8")
+
+
 def test_shards_split_the_cells_and_the_last_one_writes_the_report(benchmark_data, tmp_path, monkeypatch):
     data, _ = benchmark_data
     out = tmp_path / "bench"

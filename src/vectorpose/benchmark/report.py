@@ -303,6 +303,7 @@ def write_outputs(out: Path, config, rows: list[dict], pretraining: dict, data: 
     spacing = "each scan's own grid" if not plan.get("spacing") else "×".join(f"{v:.3g}" for v in plan["spacing"]) + " mm voxels"
     kept = "the best validation" if recipe.get("keep", "best") == "best" else "the final"
     optimiser = "SGD (Nesterov momentum 0.99)" if recipe.get("optimizer", "adamw") == "sgd" else "AdamW"
+    precision = " (forward pass under bfloat16 autocast)" if recipe.get("precision", "fp32") == "bf16" else ""
     split = (f"the fixed test split `{config.split}` and a validation split drawn by" if config.split else "a fixed test and validation split of")
     pre_rows = []
     for m, p in pretraining.items():
@@ -331,7 +332,7 @@ Machine and versions: {info['machine']}; vectorpose {info['vectorpose']}, torch 
 NumPy {info['numpy']}, Python {info['python']}.
 
 Each (method, amount of labels, seed) cell fine-tunes with the same recipe: {recipe['steps']} steps, batch {batch} of {patch} patches at {spacing},
-{optimiser} lr {recipe['lr']} ({recipe.get('schedule', 'cosine')}), Dice + cross-entropy, `{recipe['transfer']}` transfer of pretrained weights, validation every
+{optimiser} lr {recipe['lr']} ({recipe.get('schedule', 'cosine')}), Dice + cross-entropy{precision}, `{recipe['transfer']}` transfer of pretrained weights, validation every
 {recipe['val_every']} steps, {kept} model tested; {split} split seed {recipe['split_seed']}; seed `s` draws the
 labelled cases, nested across amounts, and seeds the new weights and the patch stream, the same for
 every method). Dice is the mean over foreground classes of each class's mean over the test cases that

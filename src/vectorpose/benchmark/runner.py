@@ -53,7 +53,7 @@ from ..inference.evaluate import evaluate
 from ..inference.metrics import METRICS_VERSION
 from ..methods import get_method
 from ..models.files import load_model
-from ..settings import setting
+from ..settings import nested_configuration, setting
 from ..training.convergence import convergence, validation_curves
 from ..training.finetune import PLAN_FILE, FinetuneConfig, finetune
 from ..training.pretrain import PretrainConfig, pretrain
@@ -96,8 +96,8 @@ class BenchmarkConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(0, "DataLoader worker processes.")
     pretrained: dict[str, str] = field(default_factory=dict)
-    pretraining: PretrainConfig = field(default_factory=PretrainConfig)
-    finetuning: FinetuneConfig = field(default_factory=FinetuneConfig)
+    pretraining: PretrainConfig = nested_configuration(PretrainConfig)
+    finetuning: FinetuneConfig = nested_configuration(FinetuneConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
