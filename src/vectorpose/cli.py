@@ -59,7 +59,7 @@ def _speed_options(command):
         return command(*args, speed=speed, **kwargs)
 
     options = [
-        click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision (for CUDA)."),
+        click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Autocast precision of the forward pass (bf16: on CUDA, or a CPU with bfloat16 support such as AMX)."),
         click.option("--channels-last", is_flag=True, help="Channels-last 3D memory layout (for CUDA)."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (for CUDA)."),
         click.option("--boundary-in", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
