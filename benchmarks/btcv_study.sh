@@ -57,7 +57,7 @@ CELLS=$(( $(tr ',' '\n' <<< "$LABELLED" | wc -l) * 3 ))  # cells per method
 pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
 study_job() {  # pretrain METHOD, or cell METHOD K: the K-th cell of METHOD's benchmark, once METHOD is pretrained
   if [ $1 = pretrain ]; then pretrain_once $R/pretrain/$2 2000 "$B" --method $2 --split paper_split; return; fi
-  until [ $2 = scratch ] || grep -qsE '"step": 2000(,|$)' $R/pretrain/$2/model.json; do
+  until [ $2 = scratch ] || finished_at $R/pretrain/$2 2000; do
     [ ! -e $R/claims/.failed ] || { echo "the pretraining of $2 failed" >&2; return 1; }
     sleep 30
   done

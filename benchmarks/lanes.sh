@@ -54,6 +54,9 @@ restore_cells() {  # restore_cells KEEP RUNS: every kept cell that RUNS has not 
   done < <(find "$1" -name cell.json -printf '%h\n')
 }
 
+# finished_at RUN STEPS: whether the weights of the pretraining run RUN are those of step STEPS
+finished_at() { grep -qsE "\"step\": $2(,|\$)" "$1/model.json"; }
+
 # keep_digests PRETRAIN STEPS FILE: the SHA-256 of the weights of every run in PRETRAIN finished at STEPS
 # steps, merged into FILE. Pretraining is rerun on each fresh machine: two lines for one run would say
 # that another machine pretrained it to other weights.
@@ -61,7 +64,7 @@ keep_digests() {
   local run lines=()
   [ ! -f "$3" ] || mapfile -t lines < "$3"
   for run in "$1"/*/; do
-    grep -qsE "\"step\": $2(,|\$)" "$run/model.json" || continue
+    finished_at "$run" $2 || continue
     lines+=("$(sha256sum < "$run/model.safetensors" | cut -d' ' -f1)  $(basename "$run")")
   done
   [ ${#lines[@]} -eq 0 ] || printf '%s\n' "${lines[@]}" | sort -u -k2 -k1 > "$3"
@@ -71,7 +74,7 @@ keep_digests() {
 # finished at STEPS steps; a run cut off after a checkpoint resumes, anything else in OUT is replaced.
 pretrain_once() {
   local out=$1 steps=$2 again=--overwrite; shift 2
-  grep -qsE "\"step\": $steps(,|\$)" "$out/model.json" && return 0
+  finished_at "$out" $steps && return 0
   [ ! -f "$out/resume.pt" ] || again=--resume
   $VP pretrain "$@" --out "$out" --steps "$steps" --quiet $again
 }

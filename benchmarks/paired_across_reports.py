@@ -32,18 +32,15 @@ def main() -> None:
     args = parser.parse_args()
 
     scores: dict[tuple[str, float | int], dict[int, float]] = {}
-    recipes: dict[tuple[str, float | int, int], dict] = {}
+    reference = None
     for path in args.results:
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
-            key = (cell["method"], amount_of(cell), cell["seed"])
             recipe = {k: v for k, v in cell["finetune"].items() if k not in ("seed", "label_fraction", "labelled", "device", "workers")}
-            if key in recipes and recipes[key] != recipe:
-                raise SystemExit(f"{path}: cell {key} has another recipe than in an earlier file")
-            recipes[key] = recipe
-            scores.setdefault(key[:2], {})[cell["seed"]] = cell["test"]["mean_dice"]
-    reference = next(iter(recipes.values()))
-    if any(r != reference for r in recipes.values()):
-        raise SystemExit("the files' cells do not share one fine-tuning recipe; their differences would not be paired")
+            reference = reference or recipe
+            if recipe != reference:
+                raise SystemExit(f"{path}: cell {cell['method']} {amount_of(cell)} seed {cell['seed']} has another fine-tuning "
+                                 "recipe than the first cell; their differences would not be paired")
+            scores.setdefault((cell["method"], amount_of(cell)), {})[cell["seed"]] = cell["test"]["mean_dice"]
 
     amounts = sorted({a for _, a in scores if args.fraction is None or a == args.fraction})
     print(f"| other method | amount | {args.method} − other | 95 % CI | seeds where {args.method} is higher |")
