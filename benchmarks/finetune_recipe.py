@@ -50,6 +50,8 @@ VARIANTS = {
     "nnunet-sgd": ["--optimizer", "sgd", "--schedule", "poly", "--lr", "0.01", "--weight-decay", "3e-5"],
     # the training step's forward pass in bfloat16 (autocast; AMX on recent Xeons)
     "bf16": ["--precision", "bf16"],
+    # both: nnU-Net's layout at the bf16 step's cost, for long all-labels runs
+    "full-resolution-bf16": ["--backbone", "dynunet", "--channels", "8,16,32,64,128", "--precision", "bf16"],
     # how a pretrained run (--init) is transferred: the decoder too, as the paper does; the transferred layers frozen
     # for the first tenth of a 1000-step run; or trained at a tenth of the learning rate
     "transfer-all": ["--transfer", "all"],
