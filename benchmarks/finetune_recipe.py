@@ -50,14 +50,14 @@ VARIANTS = {
     "nnunet-sgd": ["--optimizer", "sgd", "--schedule", "poly", "--lr", "0.01", "--weight-decay", "3e-5"],
     # the training step's forward pass in bfloat16 (autocast; AMX on recent Xeons)
     "bf16": ["--precision", "bf16"],
-    # both: nnU-Net's layout at the bf16 step's cost, for long all-labels runs
-    "full-resolution-bf16": ["--backbone", "dynunet", "--channels", "8,16,32,64,128", "--precision", "bf16"],
     # how a pretrained run (--init) is transferred: the decoder too, as the paper does; the transferred layers frozen
     # for the first tenth of a 1000-step run; or trained at a tenth of the learning rate
     "transfer-all": ["--transfer", "all"],
     "freeze-100": ["--freeze-steps", "100"],
     "pretrained-lr-0.1": ["--pretrained-lr-scale", "0.1"],
 }
+# both: nnU-Net's layout at the bf16 step's cost, for long all-labels runs
+VARIANTS["full-resolution-bf16"] = VARIANTS["full-resolution"] + VARIANTS["bf16"]
 TRANSFER_VARIANTS = ("transfer-all", "freeze-100", "pretrained-lr-0.1")
 
 
