@@ -15,8 +15,11 @@
 # Every pretraining method is pretrained once, $PRETRAIN_STEPS steps (default 2000), in
 # $RUNS/pretrain/<method>, and shared by all three parts. Pretraining never reads the images of the
 # cells' test split: `pretrain` holds out split seed 0's 20 % of the labelled cases, as the cells do.
-# Each (part, method) is one benchmark process with one torch thread; as many run at once as the
-# machine has cores, each taking the next unclaimed one in the order above. Everything is resumable (a cut-off cell continues from its last
+# The recipe is the `finetune` defaults of the study's time, fixed by benchmarks/configs/hippocampus-study.json:
+# model.* holds the best validation round's weights (--keep best), so that later defaults leave its cells valid.
+# Each cell is one `benchmark --shard` process of its (part, method) with one torch thread; as many run at
+# once as the machine has cores, each taking the next unclaimed one in the order above ($WORKERS DataLoader
+# workers each, default 0: on a GPU machine 1 lets a cell's augmentation overlap its steps). Everything is resumable (a cut-off cell continues from its last
 # checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
 # Finished cells' records (no weights) are kept in $KEEP, committed as they come, and copied back into
 # $RUNS at the start, so a fresh machine goes on where the last one stopped. Pretraining is rerun there;
@@ -47,7 +50,7 @@ fi
 restore_cells $KEEP $R
 export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
-COMMON=(--val-every 100 --quiet)
+COMMON=(--val-every 100 --workers ${WORKERS:-0} --quiet)  # DataLoader workers per cell: placement, not recipe
 wanted() { [[ ",$2," == *,$1,* ]]; }
 
 # part name, methods, fractions, seeds, steps
@@ -57,18 +60,20 @@ declare -A P_SEEDS=([main]=$SEEDS [ablation]=$SEEDS [all-labels]=3)
 declare -A P_STEPS=([main]=$FEW_STEPS [ablation]=$FEW_STEPS [all-labels]=$FULL_STEPS)
 
 study() {  # the benchmark arguments of a part
-  echo --fractions ${P_FRACTIONS[$1]} --seeds ${P_SEEDS[$1]} --pretrain-steps $PRETRAIN_STEPS --finetune-steps ${P_STEPS[$1]} "${COMMON[@]}"
+  echo --fractions ${P_FRACTIONS[$1]} --seeds ${P_SEEDS[$1]} --pretrain-steps $PRETRAIN_STEPS --finetune-steps ${P_STEPS[$1]} \
+    --config "$(dirname "$0")/configs/hippocampus-study.json" "${COMMON[@]}"
 }
+cell_count() { echo $(( $(tr ',' '\n' <<< "${P_FRACTIONS[$1]}" | wc -l) * ${P_SEEDS[$1]} )); }
 pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
-cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1); }
+cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1) --shard $3/$(cell_count $1); }
 
-# the jobs, in order: every pretraining run first, then every (part, method)
+# the jobs, in order: every pretraining run first, then every cell of every (part, method)
 JOBS=(); PRE=()
 for part in main ablation all-labels; do
   wanted $part "$PARTS" || continue
   for m in ${P_METHODS[$part]//,/ }; do
     wanted $m "$METHODS" || continue
-    JOBS+=("$part:$m")
+    for ((k = 0; k < $(cell_count $part); k++)); do JOBS+=("$part:$m:$k"); done
     [ $m = scratch ] || [[ " ${PRE[*]} " == *" $m "* ]] || PRE+=($m)
   done
 done
