@@ -284,6 +284,25 @@ def test_shards_split_the_cells_and_the_last_one_writes_the_report(benchmark_dat
     assert trained == [0, 2, 1] and again.trained_cells == 0
 
 
+def test_cells_planned_on_two_kinds_of_machine_are_not_compared(benchmark_data, tmp_path, monkeypatch):
+    # the automatic batch follows the device's voxel budget; a second machine with a smaller budget is
+    # simulated by patching the budget the fine-tuning plan reads
+    from vectorpose.data.planning import VoxelBudget
+    from vectorpose.training import finetune as finetune_module
+
+    data, _ = benchmark_data
+    out = tmp_path / "bench"
+    config = tiny(methods=("scratch",), fractions=(1.0,), seeds=2,
+                  finetuning=FinetuneConfig(batch_size=None, patch_size=(16, 16, 16), log_every=1, device="cpu"))
+    run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False, shard=(0, 2))
+    monkeypatch.setattr(finetune_module, "budget_for", lambda device_type: VoxelBudget(patch=16**3, step=2 * 16**3))
+    with pytest.raises(VectorPoseError, match=r"different plans \(scratch seed 0 .*batch 8.*; scratch seed 1 .*batch 2"):
+        run_benchmark(data, out, config, cache_dir=tmp_path / "cache", progress=False, shard=(1, 2))
+    assert not (out / "report.md").exists() and not (out / "results.json").exists()
+    batches = [json.loads((cell_dir(out, "scratch", 1.0, s) / "plan.json").read_text())["batch_size"] for s in (0, 1)]
+    assert batches == [8, 2]  # 16^3 patches: 8 fit the CPU's step budget (at most 8), 2 the patched one
+
+
 def test_shards_refuse_unfinished_pretraining(benchmark_data, tmp_path):
     data, _ = benchmark_data
     with pytest.raises(VectorPoseError, match="pretraining of vectorpose is not finished"):

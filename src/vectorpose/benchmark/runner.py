@@ -486,9 +486,31 @@ def run_benchmark(
     if len(rows) < len(cells):
         return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
                             statistics=None, unfinished=len(cells) - len(rows))
+    check_one_plan(out, rows)
     results = write_outputs(out, config, rows, pretraining, data, test_data, command, notes)
     return BenchmarkRun(out, rows, pretraining, trained_cells=len(todo), trained_pretraining=len(pre_todo),
                         statistics=results["statistics"])
+
+
+def _plan_key(plan: dict) -> tuple:
+    return tuple(plan.get("patch_size") or ()), plan.get("batch_size"), tuple(plan.get("spacing") or ())
+
+
+def check_one_plan(out: Path, rows: list[dict]) -> None:
+    """Refuse to compare cells trained with different patches, batches or spacings. An automatic patch
+    and batch follow the device that plans them (:func:`~vectorpose.data.planning.budget_for`), so cells
+    of one benchmark finished on two kinds of machine can differ where their settings agree; cells from
+    before plans were recorded (no ``plan``) are not checked."""
+    first: dict[tuple, dict] = {}
+    for row in rows:
+        if row.get("plan"):
+            first.setdefault(_plan_key(row["plan"]), row)
+    if len(first) > 1:
+        seen = "; ".join(f"{r['method']} seed {r['seed']} with {r['labelled']} labelled: patch "
+                         f"{'x'.join(map(str, k[0]))}, batch {k[1]}, spacing {'x'.join(f'{v:g}' for v in k[2]) or 'native'}"
+                         for k, r in first.items())
+        raise VectorPoseError(f"{out}: its cells were trained with different plans ({seen}); an automatic patch and batch "
+                              "follow the device, so finish a benchmark on one kind of machine or fix them in a --config settings file")
 
 
 def _check_folder(out: Path, header: dict) -> None:
