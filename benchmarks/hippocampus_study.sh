@@ -19,7 +19,9 @@
 # model.* holds the best validation round's weights (--keep best), so that later defaults leave its cells valid.
 # Each cell is one `benchmark --shard` process of its (part, method) with one torch thread; as many run at
 # once as the machine has cores, each taking the next unclaimed one in the order above ($WORKERS DataLoader
-# workers each, default 0: on a GPU machine 1 lets a cell's augmentation overlap its steps). Everything is resumable (a cut-off cell continues from its last
+# workers each, default 0: on a GPU machine 1 lets a cell's augmentation overlap its steps). A GPU plans a
+# larger automatic batch than the CPU (8 patches against 4 here), so its cells are another plan: give such a
+# machine its own RUNS and DOCS (the benchmark refuses to report cells of two plans together). Everything is resumable (a cut-off cell continues from its last
 # checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
 # Finished cells' records (no weights) are kept in $KEEP, committed as they come, and copied back into
 # $RUNS at the start, so a fresh machine goes on where the last one stopped. Pretraining is rerun there;
