@@ -303,6 +303,23 @@ def test_cells_planned_on_two_kinds_of_machine_are_not_compared(benchmark_data, 
     assert batches == [8, 2]  # 16^3 patches: 8 fit the CPU's step budget (at most 8), 2 the patched one
 
 
+def test_a_recipe_giving_the_batch_reuses_the_cells_whose_automatic_batch_was_the_same(benchmark_data, tmp_path, monkeypatch):
+    data, _ = benchmark_data
+    auto = tiny(methods=("scratch",), fractions=(1.0,), seeds=1,
+                finetuning=FinetuneConfig(batch_size=None, patch_size=(16, 16, 16), log_every=1, device="cpu"))
+    run_benchmark(data, tmp_path / "auto", auto, cache_dir=tmp_path / "cache", progress=False)
+    planned = json.loads((cell_dir(tmp_path / "auto", "scratch", 1.0, 0) / "plan.json").read_text())["batch_size"]
+    assert planned == 8  # 16^3 patches: the CPU's step budget holds more than the most allowed, 8
+    finetunes = Counter(monkeypatch, "finetune")
+    for batch, trained in ((8, 0), (2, 1)):
+        out = tmp_path / f"batch-{batch}"
+        shutil.copytree(tmp_path / "auto" / "cells", out / "cells")
+        run = run_benchmark(data, out, replace(auto, finetuning=replace(auto.finetuning, batch_size=batch)),
+                            cache_dir=tmp_path / "cache", progress=False)
+        assert run.trained_cells == trained
+    assert finetunes.calls == 1
+
+
 def test_shards_refuse_unfinished_pretraining(benchmark_data, tmp_path):
     data, _ = benchmark_data
     with pytest.raises(VectorPoseError, match="pretraining of vectorpose is not finished"):

@@ -229,7 +229,10 @@ def finished_cell(path: Path, config: BenchmarkConfig, amount: float | int, seed
         return None
     expected = _without_placement(config.finetune_config(amount, seed).to_json())
     saved = _todays_finetune(cell["finetune"]) if isinstance(cell.get("finetune"), dict) else None
-    if saved is None or _without_placement(saved) != expected or cell.get("init") != _init_name(init):
+    if saved is None or cell.get("init") != _init_name(init):
+        return None
+    saved = _without_placement(saved)
+    if saved != expected and _as_planned(saved, cell.get("plan")) != expected:
         return None
     if not {"converged", "collapsed", "rising"} <= cell.keys() and (path / METRICS_FILE).is_file():  # a cell from before a verdict's part was recorded
         curve, classes = validation_curves(path / METRICS_FILE)
@@ -238,6 +241,15 @@ def finished_cell(path: Path, config: BenchmarkConfig, amount: float | int, seed
                            ("collapsed", list(verdict.collapsed)), ("rising", list(verdict.rising))):
             cell.setdefault(key, value)
     return cell
+
+
+def _as_planned(settings: dict, plan: dict | None) -> dict:
+    """Fine-tuning ``settings`` with an automatic patch or batch read as what the run's ``plan`` chose, so
+    that a recipe giving them explicitly (to share a benchmark across kinds of machine) finds the cells
+    whose automatic plan came to the same values."""
+    if not plan:
+        return settings
+    return {**settings, "patch_size": settings["patch_size"] or plan["patch_size"], "batch_size": settings["batch_size"] or plan["batch_size"]}
 
 
 def _init_name(init: Path | None) -> str | None:
