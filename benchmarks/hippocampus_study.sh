@@ -21,8 +21,9 @@
 # once as the machine has cores, each taking the next unclaimed one in the order above ($WORKERS DataLoader
 # workers each, default 0: on a GPU machine 1 lets a cell's augmentation overlap its steps). A GPU plans a
 # larger automatic batch than the CPU (8 patches against 4 here), so its cells are another plan: give such a
-# machine its own RUNS and DOCS (the benchmark refuses to report cells of two plans together). Everything is resumable (a cut-off cell continues from its last
-# checkpoint): rerun the script to go on; the reports are written once every cell of a part is done.
+# machine its own RUNS and DOCS (the benchmark refuses to report cells of two plans together).
+# Everything is resumable (a cut-off cell continues from its last checkpoint): rerun the script to go on;
+# the reports are written once every cell of a part is done.
 # Finished cells' records (no weights) are kept in $KEEP, committed as they come, and copied back into
 # $RUNS at the start, so a fresh machine goes on where the last one stopped. Pretraining is rerun there;
 # $KEEP/pretraining.sha256 records the weights each machine got, so that a difference would show.
