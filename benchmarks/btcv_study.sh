@@ -52,7 +52,7 @@ if [ -n "${CONFIG:-}" ]; then
   STUDY+=(--config "$CONFIG")
 fi
 PRETRAINS=(); for m in "${ALL[@]}"; do [ $m = scratch ] || PRETRAINS+=($m); done
-CELLS=$(( $(tr ',' '\n' <<< "$LABELLED" | wc -l) * 3 ))  # cells per method
+CELLS=$(cell_count "$LABELLED" 3)  # cells per method
 
 pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
 study_job() {  # pretrain METHOD, or cell METHOD K: the K-th cell of METHOD's benchmark, once METHOD is pretrained

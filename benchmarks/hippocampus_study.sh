@@ -66,9 +66,9 @@ study() {  # the benchmark arguments of a part
   echo --fractions ${P_FRACTIONS[$1]} --seeds ${P_SEEDS[$1]} --pretrain-steps $PRETRAIN_STEPS --finetune-steps ${P_STEPS[$1]} \
     --config "$(dirname "$0")/configs/hippocampus-study.json" "${COMMON[@]}"
 }
-cell_count() { echo $(( $(tr ',' '\n' <<< "${P_FRACTIONS[$1]}" | wc -l) * ${P_SEEDS[$1]} )); }
+part_cells() { cell_count ${P_FRACTIONS[$1]} ${P_SEEDS[$1]}; }  # cells per method of a part
 pretrained() { [ $1 = scratch ] || echo --pretrained $1=$R/pretrain/$1; }
-cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1) --shard $3/$(cell_count $1); }
+cells() { $VP benchmark "$DATA" --out $R/$1/$2 --methods $2 $(pretrained $2) $(study $1) --shard $3/$(part_cells $1); }
 
 # the jobs, in order: every pretraining run first, then every cell of every (part, method)
 JOBS=(); PRE=()
@@ -76,7 +76,7 @@ for part in main ablation all-labels; do
   wanted $part "$PARTS" || continue
   for m in ${P_METHODS[$part]//,/ }; do
     wanted $m "$METHODS" || continue
-    for ((k = 0; k < $(cell_count $part); k++)); do JOBS+=("$part:$m:$k"); done
+    for ((k = 0; k < $(part_cells $part); k++)); do JOBS+=("$part:$m:$k"); done
     [ $m = scratch ] || [[ " ${PRE[*]} " == *" $m "* ]] || PRE+=($m)
   done
 done

@@ -27,6 +27,10 @@ run_lanes() {
   return $failed
 }
 
+# cell_count AMOUNTS SEEDS: the cells of one method's benchmark over the comma-separated AMOUNTS (fractions or
+# labelled counts) and SEEDS seeds, the N of its `--shard I/N` processes
+cell_count() { echo $(( $(tr ',' '\n' <<< "$1" | wc -l) * $2 )); }
+
 # Finished benchmark cells between a runs folder and a committed one: their small records only (summary,
 # settings, curves, per-case scores; no weights), so that a study spread over sittings on fresh machines
 # skips the cells already done. A cell's folder keeps its path relative to the runs folder; the reports'
