@@ -117,5 +117,5 @@ ensemble() {
 if wanted all-labels "$PARTS"; then
   report report-all-labels $D/all-labels all-labels $D/all-labels/notes.md \
     scratch=all-labels genesis=all-labels mae=all-labels vectorpose=all-labels
-  for m in ${P_METHODS[all-labels]//,/ }; do wanted $m "$METHODS" && ensemble $m; done
+  for m in ${P_METHODS[all-labels]//,/ }; do if wanted $m "$METHODS"; then ensemble $m; fi; done
 fi
