@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vectorpose.benchmark.runner import finetuning_recipe
 from vectorpose.benchmark.stats import paired_difference
 
 
@@ -35,9 +36,10 @@ def main() -> None:
     reference = None
     for path in args.results:
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
-            recipe = {k: v for k, v in cell["finetune"].items() if k not in ("seed", "label_fraction", "labelled", "device", "workers")}
+            # the benchmark's own notion of a recipe, and the split, which it leaves to each cell
+            recipe = (finetuning_recipe(cell["finetune"]), cell["finetune"].get("split"))
             reference = reference or recipe
-            if recipe != reference:
+            if recipe[0] is None or recipe != reference:
                 raise SystemExit(f"{path}: cell {cell['method']} {amount_of(cell)} seed {cell['seed']} has another fine-tuning "
                                  "recipe than the first cell; their differences would not be paired")
             scores.setdefault((cell["method"], amount_of(cell)), {})[cell["seed"]] = cell["test"]["mean_dice"]

@@ -173,7 +173,7 @@ class BenchmarkConfig:
         if self.split is None:
             d.pop("split")  # the recipe of a benchmark without a fixed split stays what it was
         d["pretraining"] = _without_placement(self.pretrain_config("vectorpose").to_json())
-        d["finetuning"] = _finetuning_recipe(self.finetune_config(1.0, 0).to_json())
+        d["finetuning"] = finetuning_recipe(self.finetune_config(1.0, 0).to_json())
         for key in CELL_SETTINGS:
             d["pretraining"].pop(key, None)
         for key in ("split_seed", "test_fraction"):  # the benchmark's own split settings, in the recipe already
@@ -209,7 +209,7 @@ def _todays_finetune(d: dict) -> dict | None:
         return None
 
 
-def _finetuning_recipe(d: dict) -> dict | None:
+def finetuning_recipe(d: dict) -> dict | None:
     """The recipe's part of fine-tuning settings ``d`` (a config's or a saved recipe's), as today's code writes it."""
     today = _todays_finetune(d)
     return None if today is None else {k: v for k, v in _without_placement(today).items() if k not in CELL_SETTINGS}
@@ -529,7 +529,7 @@ def _check_folder(out: Path, header: dict) -> None:
     """``out`` must be new, empty, or hold a benchmark of the same data and recipe (``header``)."""
     saved = _read_json(out / BENCHMARK_FILE)
     if saved is not None and isinstance(saved.get("recipe", {}).get("finetuning"), dict):
-        saved["recipe"]["finetuning"] = _finetuning_recipe(saved["recipe"]["finetuning"])
+        saved["recipe"]["finetuning"] = finetuning_recipe(saved["recipe"]["finetuning"])
     if saved is not None and saved != header:
         changed = [k for k in header["recipe"] if saved.get("recipe", {}).get(k) != header["recipe"][k]]
         what = ", ".join(changed) if changed else "data"
