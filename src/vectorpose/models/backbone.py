@@ -24,6 +24,16 @@ from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
 
+def check_levels(in_channels: int, channels: tuple[int, ...]) -> None:
+    """The checks every backbone's config makes of its input channels and per-level widths."""
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be positive, got {in_channels}")
+    if len(channels) < 3:
+        raise ValueError(f"channels needs at least 3 levels (for the vector head), got {channels}")
+    if any(c < 1 for c in channels):
+        raise ValueError(f"channels must be positive, got {channels}")
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """Architecture of the U-Net; travels inside every model's metadata.
@@ -42,12 +52,7 @@ class BackboneConfig:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         strides = (2,) * (len(self.channels) - 1) if self.strides is None else self.strides
         object.__setattr__(self, "strides", tuple(int(s) for s in strides))
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be positive, got {self.in_channels}")
-        if len(self.channels) < 3:
-            raise ValueError(f"channels needs at least 3 levels (for the vector head), got {self.channels}")
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive, got {self.channels}")
+        check_levels(self.in_channels, self.channels)
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError(f"strides needs len(channels) - 1 = {len(self.channels) - 1} entries, got {self.strides}")
         if any(s < 1 for s in self.strides):

@@ -34,7 +34,7 @@ import torch
 from monai.networks.nets import DynUNet
 from torch import nn
 
-from .backbone import BackboneFeatures
+from .backbone import BackboneFeatures, check_levels
 from .shared_tensors import store_each_tensor_once
 
 KIND = "dynunet"
@@ -68,12 +68,7 @@ class DynUNetBackboneConfig:
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
         kernels = (3,) * len(self.channels) if self.kernel_sizes is None else self.kernel_sizes
         object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in kernels))
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be positive, got {self.in_channels}")
-        if len(self.channels) < 3:
-            raise ValueError(f"channels needs at least 3 levels (for the vector head), got {self.channels}")
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive, got {self.channels}")
+        check_levels(self.in_channels, self.channels)
         for name in ("strides", "kernel_sizes"):
             if len(getattr(self, name)) != len(self.channels):
                 raise ValueError(f"{name} needs one entry per level ({len(self.channels)}), got {getattr(self, name)}")
