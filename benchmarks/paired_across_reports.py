@@ -38,10 +38,12 @@ def main() -> None:
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             # the benchmark's own notion of a recipe, and the split, which it leaves to each cell
             recipe = (finetuning_recipe(cell["finetune"]), cell["finetune"].get("split"))
+            what = f"{path}: cell {cell['method']} {amount_of(cell)} seed {cell['seed']}"
+            if recipe[0] is None:
+                raise SystemExit(f"{what}: its fine-tuning settings do not read under today's code; it cannot be paired")
             reference = reference or recipe
-            if recipe[0] is None or recipe != reference:
-                raise SystemExit(f"{path}: cell {cell['method']} {amount_of(cell)} seed {cell['seed']} has another fine-tuning "
-                                 "recipe than the first cell; their differences would not be paired")
+            if recipe != reference:
+                raise SystemExit(f"{what} has another fine-tuning recipe than the first cell; their differences would not be paired")
             scores.setdefault((cell["method"], amount_of(cell)), {})[cell["seed"]] = cell["test"]["mean_dice"]
 
     amounts = sorted({a for _, a in scores if args.fraction is None or a == args.fraction})
