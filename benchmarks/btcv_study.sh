@@ -6,8 +6,8 @@
 # planned for this CPU (`vectorpose plan $BTCV --split paper_split` prints them). The methods of $METHODS
 # (default scratch,vectorpose; each pretraining one pretrained 2000 steps on the images of the 21 training
 # scans, in $RUNS/pretrain/<method>) at $LABELLED labelled scans (default 5 then 2), seeds 0-2,
-# $FINETUNE_STEPS fine-tuning steps (default 1000), with the settings file $CONFIG if set (e.g.
-# benchmarks/configs/finetune-bf16.json). The pretraining runs, then every cell (one `benchmark --shard`
+# $FINETUNE_STEPS fine-tuning steps (default 1000) validated every $VAL_EVERY steps (default 100), with the
+# settings file $CONFIG if set (e.g. benchmarks/configs/finetune-bf16.json). The pretraining runs, then every cell (one `benchmark --shard`
 # process of its method's benchmark, one torch thread), are taken as many at once as the machine has cores;
 # a cell starts once its method is pretrained; the methods are joined into one report in $DOCS at the end.
 # Beside them, at the first count, the fine-tuning recipe before issue 16 (its flags, same plan) for seeds
@@ -40,13 +40,14 @@ if [ "${1:-}" = keep ]; then for m in "${ALL[@]}"; do keep_cells $R/$m $KEEP/$m;
 for m in "${ALL[@]}"; do restore_cells $KEEP/$m $R/$m; done
 LABELLED=${LABELLED:-5,2}
 STEPS=${FINETUNE_STEPS:-1000}
+VAL_EVERY=${VAL_EVERY:-100}
 BEFORE_SEEDS=${BEFORE_SEEDS-0 1 2}  # set but empty: none
 [ -z "${BEFORE_SEEDS// }" ] || [[ ",$METHODS," == *,scratch,* ]] || { echo "BEFORE_SEEDS compares with scratch: add it to METHODS" >&2; exit 1; }
 FIRST=${LABELLED%%,*}
 # whether an evaluation file exists and follows today's metric conventions (the benchmark re-scores its own cells)
 scored_now() { $PY -c "import json, sys; from vectorpose.inference.metrics import METRICS_VERSION as V
 sys.exit(json.load(open(sys.argv[1])).get('metrics_version') != V)" "$1" 2>/dev/null; }
-STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps $STEPS --val-every 100 --quiet)
+STUDY=(--split paper_split --labelled $LABELLED --seeds 3 --pretrain-steps 2000 --finetune-steps $STEPS --val-every $VAL_EVERY --quiet)
 if [ -n "${CONFIG:-}" ]; then
   [ -z "${BEFORE_SEEDS// }" ] || { echo "the recipe before issue 16 is run without CONFIG: set BEFORE_SEEDS= with CONFIG" >&2; exit 1; }
   STUDY+=(--config "$CONFIG")
@@ -73,7 +74,7 @@ LEGACY=(--foreground-sampling voxel --dice-background --warmup 0 --augmentation 
 for s in $BEFORE_SEEDS; do
   out=$R/before/n$FIRST-s$s
   { [ -f $out/convergence.json ] || $VP finetune "$B" --out $out --split paper_split --labeled $FIRST --seed $s --steps $STEPS \
-      --val-every 100 --spacing "$SPACING" --ct-window "$WINDOW" "${LEGACY[@]}" --quiet --overwrite
+      --val-every $VAL_EVERY --spacing "$SPACING" --ct-window "$WINDOW" "${LEGACY[@]}" --quiet --overwrite
     scored_now $out-test.json || $VP evaluate $out "$B" --out $out-test.json --overwrite; } > $R/before-s$s.log 2>&1 &
 done
 wait
