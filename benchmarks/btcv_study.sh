@@ -7,9 +7,10 @@
 # (default scratch,vectorpose; each pretraining one pretrained 2000 steps on the images of the 21 training
 # scans, in $RUNS/pretrain/<method>) at $LABELLED labelled scans (default 5 then 2), seeds 0-2,
 # $FINETUNE_STEPS fine-tuning steps (default 1000) validated every $VAL_EVERY steps (default 100), with the
-# settings file $CONFIG if set (e.g. benchmarks/configs/finetune-bf16.json). The pretraining runs, then every cell (one `benchmark --shard`
-# process of its method's benchmark, one torch thread), are taken as many at once as the machine has cores;
-# a cell starts once its method is pretrained; the methods are joined into one report in $DOCS at the end.
+# settings file $CONFIG if set (e.g. benchmarks/configs/finetune-bf16.json). The pretraining runs, then
+# every cell (one `benchmark --shard` process of its method's benchmark, one torch thread), are taken as
+# many at once as the machine has cores; a cell starts once its method is pretrained; the methods are
+# joined into one report in $DOCS at the end.
 # Beside them, at the first count, the fine-tuning recipe before issue 16 (its flags, same plan) for seeds
 # $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it. Finished cells'
 # records (no weights) are kept in $KEEP, committed as they come, and copied back into $RUNS at the start,
