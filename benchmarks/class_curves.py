@@ -10,28 +10,37 @@ organ's Dice reached the collapse threshold (0.01), and its Dice at the last rou
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from vectorpose.training.convergence import CLASS_PREFIX, COLLAPSE_DICE, MEAN_KEY
+from vectorpose.training.convergence import COLLAPSE_DICE, validation_curves
+
+MEAN = "mean"
 
 
 def curve(run: Path) -> dict[int, dict[str, float]]:
-    """``{step: {column: value}}`` of the validation rounds in ``run/metrics.jsonl``."""
-    rows = (json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
-    return {r["step"]: {k: v for k, v in r.items() if k == MEAN_KEY or k.startswith(CLASS_PREFIX)} for r in rows if MEAN_KEY in r}
+    """``{step: {"mean" or organ: validation Dice}}`` of the validation rounds of ``run``."""
+    mean, organs = validation_curves(run / "metrics.jsonl")
+    rounds: dict[int, dict[str, float]] = {step: {MEAN: dice} for step, dice in mean}
+    for organ, points in organs.items():
+        for step, dice in points:
+            rounds.setdefault(step, {})[organ] = dice
+    return rounds
 
 
-def arrival(rounds: dict[int, dict[str, float]], column: str) -> int | None:
-    """The first validation step at which ``column`` reached ``COLLAPSE_DICE``, or None if it never did."""
-    return next((s for s in sorted(rounds) if rounds[s].get(column, 0.0) >= COLLAPSE_DICE), None)
+def organ_names(curves: list[dict[int, dict[str, float]]]) -> list[str]:
+    return list(dict.fromkeys(k for rounds in curves for r in rounds.values() for k in r if k != MEAN))
+
+
+def arrival(rounds: dict[int, dict[str, float]], organ: str) -> int | None:
+    """The first validation step at which ``organ`` reached ``COLLAPSE_DICE``, or None if it never did."""
+    return next((s for s in sorted(rounds) if rounds[s].get(organ, 0.0) >= COLLAPSE_DICE), None)
 
 
 def print_arrivals(runs: list[Path], curves: list[dict[int, dict[str, float]]]) -> None:
-    organs = list(dict.fromkeys(k for rounds in curves for r in rounds.values() for k in r if k.startswith(CLASS_PREFIX)))
+    organs = organ_names(curves)
     print("First validation step at which each organ's Dice reached "
           f"{COLLAPSE_DICE} (its Dice at the last round); never: not by the last round.\n")
-    print("| run | last step | " + " | ".join(k[len(CLASS_PREFIX):] for k in organs) + " |")
+    print("| run | last step | " + " | ".join(organs) + " |")
     print("|---|---:" + "|---:" * len(organs) + "|")
     for run, rounds in zip(runs, curves):
         last = max(rounds)
@@ -55,13 +64,13 @@ def main() -> None:
     for run, rounds in zip(args.runs, curves):
         last = max(rounds)
         steps = [s for s in sorted(rounds) if args.every is None or s % args.every == 0 or s == last]
-        organs = list(dict.fromkeys(k for r in rounds.values() for k in r if k.startswith(CLASS_PREFIX)))
+        organs = organ_names([rounds])
         print(f"## {run}\n")
-        print("| step | mean | " + " | ".join(k[len(CLASS_PREFIX):] for k in organs) + " |")
+        print("| step | mean | " + " | ".join(organs) + " |")
         print("|---:" * (2 + len(organs)) + "|")
         for s in steps:
             r = rounds[s]
-            print(f"| {s} | {r[MEAN_KEY]:.3f} | " + " | ".join(f"{r[k]:.3f}" if k in r else "n/a" for k in organs) + " |")
+            print(f"| {s} | {r[MEAN]:.3f} | " + " | ".join(f"{r[k]:.3f}" if k in r else "n/a" for k in organs) + " |")
         print()
 
 
