@@ -13,13 +13,14 @@ import argparse
 from pathlib import Path
 
 from vectorpose.training.convergence import COLLAPSE_DICE, validation_curves
+from vectorpose.training.run import METRICS_FILE
 
 MEAN = "mean"
 
 
 def curve(run: Path) -> dict[int, dict[str, float]]:
     """``{step: {"mean" or organ: validation Dice}}`` of the validation rounds of ``run``."""
-    mean, organs = validation_curves(run / "metrics.jsonl")
+    mean, organs = validation_curves(run / METRICS_FILE)
     rounds: dict[int, dict[str, float]] = {step: {MEAN: dice} for step, dice in mean}
     for organ, points in organs.items():
         for step, dice in points:

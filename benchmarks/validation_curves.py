@@ -12,6 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
+from vectorpose.benchmark.runner import cell_dir
+from vectorpose.training.convergence import validation_curves
+from vectorpose.training.run import METRICS_FILE
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,8 +28,8 @@ def main() -> None:
     for cell in results["cells"]:
         if wanted is not None and cell["fraction"] not in wanted:
             continue
-        log = args.benchmark / "cells" / cell["method"] / f"f{cell['fraction']:g}-s{cell['seed']}" / "metrics.jsonl"
-        curve = {r["step"]: r["val/dice"] for r in map(json.loads, log.read_text(encoding="utf-8").splitlines()) if "val/dice" in r}
+        amount = cell["finetune"].get("labelled") or cell["fraction"]  # a benchmark of labelled counts names its cells by count
+        curve = dict(validation_curves(cell_dir(args.benchmark, cell["method"], amount, cell["seed"]) / METRICS_FILE)[0])
         steps |= set(curve)
         rows.append((cell, curve))
     order = sorted(steps)
