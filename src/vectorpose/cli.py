@@ -20,6 +20,7 @@ from .inference.metrics import voxels_went_to
 from .models.backbone import BackboneConfig
 from .probe.runner import ProbeConfig
 from .training.convergence import COLLAPSE_DICE
+from .training.distributed import exit_torchrun_worker
 from .training.finetune import FinetuneConfig
 from .training.pretrain import PretrainConfig
 
@@ -503,38 +504,46 @@ def demo(out: Path, pretrain_steps: int, finetune_steps: int, overwrite: bool, q
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 1 (2 for usage errors)."""
-    args = sys.argv[1:] if argv is None else argv
+    code = run_command(sys.argv[1:] if argv is None else argv)
+    exit_torchrun_worker(code)
+    if code:
+        sys.exit(code)
+
+
+def run_command(args: list[str]) -> int:
+    """Run ``vectorpose ARGS``; returns the exit status (unexpected errors propagate with ``--debug``)."""
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="vectorpose", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        return 130
     except TrainingStopped as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(128 + int(exc.signum))
+        return 128 + int(exc.signum)
     except DatasetError as exc:
         if debug:
             traceback.print_exc()
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
-        sys.exit(1)
+        return 1
     except (VectorPoseError, FileExistsError) as exc:
         if debug:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        return 1
     except Exception as exc:  # an unexpected failure still ends in one line unless --debug
         if debug:
             raise
         click.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
-        sys.exit(1)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # python -m vectorpose.cli, as torchrun -m starts it

@@ -209,3 +209,22 @@ def test_one_gpu_for_several_processes_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(VectorPoseError, match="WORLD_SIZE must be an integer"):
         init_distributed("cpu")
+
+
+EXIT_SCRIPT = """
+import atexit, sys
+from vectorpose.training.distributed import exit_torchrun_worker
+atexit.register(lambda: print(" shutdown"))
+sys.stdout.write("buffered")
+exit_torchrun_worker(3)
+print(" returned")
+"""
+
+
+@pytest.mark.parametrize("world_size,code,out", [("2", 3, "buffered"), ("1", 0, "buffered returned\n shutdown\n"),
+                                                 (None, 0, "buffered returned\n shutdown\n")])
+def test_a_torchrun_worker_exits_without_interpreter_shutdown(world_size, code, out):
+    # a torchrun worker ends at once with the flushed output (no atexit handler runs); a lone process returns
+    env = {k: v for k, v in child_env().items() if k != "PYTHONFAULTHANDLER"} | ({"WORLD_SIZE": world_size} if world_size else {})
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (code, out), done.stderr
