@@ -9,8 +9,8 @@ or through :func:`vectorpose.training.distributed.exit_torchrun_worker` (``exit_
 as the ``vectorpose`` command does. The DDP model stays referenced until the process ends: then the
 gloo worker thread's last collective is released during the shutdown often enough to count (in the
 ``vectorpose`` command the model is gone by then, and the abort was rarer: once in a CI run of the
-test suite, whose ``test_distributed.py`` starts torchrun three times). Printed: per way, the runs whose torchrun failed, and how many
-of those printed ``terminate called without an active exception``.
+test suite, whose ``test_distributed.py`` starts torchrun three times). Printed: per way, the runs
+whose torchrun failed, and how many of those printed ``terminate called without an active exception``.
 """
 
 from __future__ import annotations

@@ -192,13 +192,12 @@ def exit_torchrun_worker(code: int) -> None:
     ``destroy_process_group`` together with its worker threads. A worker thread that drops its last
     collective while the interpreter shuts down needs the GIL for a Python object that collective
     holds, and CPython ends a thread that asks for the GIL then, which aborts the process ("terminate
-    called without an active exception"). Measured: about one run in ten aborted when one rank left a
-    few milliseconds after the other. A run has closed every file it writes before this is called;
-    the standard streams are flushed here.
+    called without an active exception"; ``benchmarks/torchrun_exit.py`` counts how often). A run has
+    closed every file it writes before this is called; the standard streams are flushed here.
     """
     try:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
+        world_size = _env_int("WORLD_SIZE", 1)
+    except VectorPoseError:  # the command has already reported the bad value
         return
     if world_size <= 1:
         return
