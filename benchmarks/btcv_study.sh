@@ -14,7 +14,9 @@
 # Beside them, at the first count, the fine-tuning recipe before issue 16 (its flags, same plan) for seeds
 # $BEFORE_SEEDS (none when empty). Every step is resumable: rerun the script to finish it. Finished cells'
 # records (no weights) are kept in $KEEP, committed as they come, and copied back into $RUNS at the start,
-# so a fresh machine goes on where the last one stopped (`bash benchmarks/btcv_study.sh keep` only copies).
+# so a fresh machine goes on where the last one stopped (`bash benchmarks/btcv_study.sh keep` only copies, and
+# records the SHA-256 of each finished pretraining run in $KEEP/pretraining.sha256: pretraining is rerun on each
+# fresh machine, and two lines for one method would say that two machines pretrained it to different weights).
 # The cells of docs/results/btcv/steps-2000/ were kept from its results.json (benchmarks/cells_from_results.py):
 # KEEP=docs/results/btcv/steps-2000/cells LABELLED=5,2 FINETUNE_STEPS=2000 METHODS=scratch,vectorpose,... adds methods
 # beside them (their vectorpose cells name runs/btcv/pretrain/vectorpose, the default RUNS, as their initialisation).
@@ -37,7 +39,11 @@ export OMP_NUM_THREADS=1
 VP="$PY -m vectorpose"
 METHODS=${METHODS:-scratch,vectorpose}
 ALL=(${METHODS//,/ })
-if [ "${1:-}" = keep ]; then for m in "${ALL[@]}"; do keep_cells $R/$m $KEEP/$m; done; exit 0; fi
+if [ "${1:-}" = keep ]; then
+  for m in "${ALL[@]}"; do keep_cells $R/$m $KEEP/$m; done
+  keep_digests $R/pretrain 2000 $KEEP/pretraining.sha256
+  exit 0
+fi
 for m in "${ALL[@]}"; do restore_cells $KEEP/$m $R/$m; done
 LABELLED=${LABELLED:-5,2}
 STEPS=${FINETUNE_STEPS:-1000}

@@ -1,7 +1,8 @@
 """Per-organ validation Dice at every validation round of fine-tuning runs, as a markdown table: when
 each organ arrives, and whether it was still arriving when the step budget ran out (validation split
 only; no test numbers). With --arrivals, one row per run instead: the first validation round at which each
-organ's Dice reached the collapse threshold (0.01), and its Dice at the last round.
+organ's Dice reached the collapse threshold (0.01), and its Dice at the last round; a run is named by its
+folder and the folder above it (a benchmark's method and cell).
 
     python benchmarks/class_curves.py runs/btcv/budget/n5-s1-1000 runs/btcv/budget/n5-s1-2000 [--every 200]
     python benchmarks/class_curves.py --arrivals docs/results/btcv/steps-4000/cells/*/cells/*/n5-s*
@@ -46,7 +47,7 @@ def print_arrivals(runs: list[Path], curves: list[dict[int, dict[str, float]]]) 
     for run, rounds in zip(runs, curves):
         last = max(rounds)
         cells = [f"{arrival(rounds, k) or 'never'} ({rounds[last][k]:.2f})" if k in rounds[last] else "n/a" for k in organs]
-        print(f"| {run} | {last} | " + " | ".join(cells) + " |")
+        print(f"| {run.parent.name}/{run.name} | {last} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
