@@ -42,11 +42,20 @@ copy_cell() {  # copy_cell FROM TO
   for f in "${CELL_RECORDS[@]}"; do [ ! -f "$1/$f" ] || cp "$1/$f" "$2/"; done
 }
 
-keep_cells() {  # keep_cells RUNS KEEP: every finished cell of RUNS into KEEP (refreshed if re-scored)
-  local cell
+# this machine in one line (CPU model, cores, torch): cells of one study may finish on different machines,
+# and floating-point results (and wall times) differ between CPU models
+machine_line() {
+  local cpu; cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+  echo "${cpu:-$(uname -m)}, $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) cores, torch $($PY -c 'import torch; print(torch.__version__)')"
+}
+
+keep_cells() {  # keep_cells RUNS KEEP: every finished cell of RUNS into KEEP (refreshed if re-scored); a cell new to
+  local cell to   # KEEP gets machine.txt, the machine that finished it (cells restored from KEEP already have theirs)
   [ -d "$1" ] || return 0
   while IFS= read -r cell; do
-    copy_cell "$cell" "$2/${cell#$1/}"
+    to=$2/${cell#$1/}
+    [ -f "$to/cell.json" ] || { mkdir -p "$to"; machine_line > "$to/machine.txt"; }
+    copy_cell "$cell" "$to"
   done < <(find "$1" -path "$1/report-*" -prune -o -name cell.json -printf '%h\n')
 }
 
@@ -71,7 +80,7 @@ keep_digests() {
     finished_at "$run" $2 || continue
     lines+=("$(sha256sum < "$run/model.safetensors" | cut -d' ' -f1)  $(basename "$run")")
   done
-  [ ${#lines[@]} -eq 0 ] || printf '%s\n' "${lines[@]}" | sort -u -k2 -k1 > "$3"
+  [ ${#lines[@]} -eq 0 ] || { mkdir -p "$(dirname "$3")"; printf '%s\n' "${lines[@]}" | sort -u -k2 -k1 > "$3"; }
 }
 
 # pretrain_once OUT STEPS ARGS...: `$VP pretrain ARGS... --out OUT --steps STEPS`, unless OUT holds a run
