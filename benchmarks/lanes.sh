@@ -46,7 +46,7 @@ copy_cell() {  # copy_cell FROM TO
 # and floating-point results (and wall times) differ between CPU models
 machine_line() {
   local cpu; cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-  echo "${cpu:-$(uname -m)}, $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) cores, torch $($PY -c 'import torch; print(torch.__version__)')"
+  echo "${cpu:-$(uname -m)}, $LANES cores, torch $($PY -c 'import torch; print(torch.__version__)')"
 }
 
 keep_cells() {  # keep_cells RUNS KEEP: every finished cell of RUNS into KEEP (refreshed if re-scored); a cell new to
